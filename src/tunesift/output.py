@@ -1,0 +1,108 @@
+"""The files every selection run writes: scores.parquet, selected.jsonl and manifest.json.
+
+Shared by every command so that all methods produce the same output (atomically written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from tunesift.io.atomic import write_json, write_jsonl, write_parquet
+
+
+def ranks_from_order(order: np.ndarray, n: int) -> np.ndarray:
+    """rank[i] = 1 + position of example i in ``order`` (rank 1 = picked first)."""
+    order = np.asarray(order, dtype=np.int64)
+    if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"order must be a permutation of range({n})")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    return rank
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("tunesift", "numpy", "scipy", "torch", "transformers", "sentence-transformers", "peft", "pyarrow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+@dataclass
+class Timer:
+    """Wall time per named stage, recorded in the manifest."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+
+
+def write_selection(
+    out_dir: str | Path,
+    ids: Sequence[Any],
+    scores: np.ndarray,
+    order: np.ndarray,
+    budget: int,
+    selected_rows: Sequence[dict] | None,
+    manifest: dict,
+    columns: dict[str, np.ndarray] | None = None,
+) -> dict[str, Path]:
+    """Write one selection.
+
+    Args:
+        ids: (N,) example ids.
+        scores: (N,) the method's score, higher = keep.
+        order: (N,) a permutation of range(N), best first; the first ``budget`` are selected.
+        selected_rows: the rows to write to selected.jsonl, in rank order (``budget`` of them);
+            when None, nothing but scores and manifest is written.
+        manifest: settings, seed, fingerprints, timings...; versions and a timestamp are added.
+        columns: extra (N,) per-example columns for scores.parquet.
+    """
+    out = Path(out_dir)
+    n = len(ids)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"scores has shape {scores.shape}, expected ({n},)")
+    if not 0 < budget <= n:
+        raise ValueError(f"budget {budget} must be in 1..{n}")
+    rank = ranks_from_order(order, n)
+    table: dict[str, Any] = {
+        "id": list(ids) if not all(isinstance(i, (int, np.integer)) for i in ids) else np.asarray(ids, dtype=np.int64),
+        "score": scores,
+        "rank": rank,
+        "selected": rank <= budget,
+    }
+    for k, v in (columns or {}).items():
+        v = np.asarray(v)
+        if len(v) != n:
+            raise ValueError(f"column {k!r} has {len(v)} values, expected {n}")
+        table[k] = v
+    paths = {"scores": out / "scores.parquet", "manifest": out / "manifest.json"}
+    write_parquet(paths["scores"], table)
+    if selected_rows is not None:
+        paths["selected"] = out / "selected.jsonl"
+        write_jsonl(paths["selected"], selected_rows)
+    manifest = dict(manifest)
+    manifest.setdefault("budget", budget)
+    manifest.setdefault("n_examples", n)
+    manifest["versions"] = versions()
+    manifest["written_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    manifest["command"] = sys.argv
+    write_json(paths["manifest"], manifest)
+    return paths

@@ -1,0 +1,67 @@
+"""`tunesift gotd`: rank a pool for a target with GOT-D or a baseline and write the selection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+
+log = logging.getLogger("tunesift")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    import tunesift.pool  # noqa: F401  (registers the methods)
+    from tunesift.registry import POOL_METHODS
+
+    p = sub.add_parser(
+        "gotd",
+        help="select pre-fine-tuning data from a pool for a target task (GOT-D or a baseline)",
+        description="Rank every pool example for the target and write scores.parquet, selected.jsonl "
+        "and manifest.json to --out. Selections of different budgets are prefixes of one ranking.",
+    )
+    p.add_argument("--pool", required=True, help="pool file: .jsonl, .csv, .tsv, .parquet or a saved HF dataset")
+    p.add_argument("--target", required=True, help="target file (same formats)")
+    p.add_argument("--budget", type=int, required=True, help="how many pool examples to select")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", default="gotd", choices=POOL_METHODS.names(), help="selection method (default: gotd)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    p.add_argument("--target-text-field", default=None, help="text field of the target, if different")
+    p.add_argument("--id-field", default=None, help="field holding a unique id (default: row number)")
+    p.add_argument("--embedder", default=None, help="local Hugging Face encoder folder (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--pool-embeddings", default=None, help=".npy of precomputed pool embeddings aligned with the rows")
+    p.add_argument("--target-embeddings", default=None, help=".npy of precomputed target embeddings")
+    p.add_argument("--cache-dir", default="default", help="embedding cache ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    seen: set[str] = set()
+    for name in POOL_METHODS:
+        cls = POOL_METHODS.get(name)
+        if cls.cli_options:
+            cls.add_arguments(p.add_argument_group(f"{name} options"), seen)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesift.io.tables import read_text_set
+    from tunesift.pool import select_from_pool
+    from tunesift.registry import POOL_METHODS
+
+    pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool")
+    target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target")
+    log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
+    method = POOL_METHODS.get(args.method).from_args(args)
+    result = select_from_pool(
+        pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
+        pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
+        cache_dir=None if args.cache_dir == "none" else args.cache_dir, device=args.device,
+        out_dir=args.out, progress=not args.no_progress,
+    )
+    t = result.manifest["timings_s"]
+    log.info("selected %d of %d with %s in %.1f s; wrote %s", args.budget, len(pool), args.method,
+             t.get("total", 0.0), ", ".join(str(p) for p in result.paths.values()))
+    return 0

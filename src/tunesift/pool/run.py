@@ -1,0 +1,131 @@
+"""Run one pool method end to end: read, embed (cached), rank, write the three output files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesift.embed import HFEncoderEmbedder, cached_embed, default_cache_dir, load_precomputed, resolve_device
+from tunesift.io.tables import TextSet
+from tunesift.output import Timer, write_selection
+from tunesift.pool.base import Context, PoolMethod, Ranking
+from tunesift.registry import POOL_METHODS
+
+
+@dataclass
+class PoolSelection:
+    """The result of :func:`select_from_pool`.
+
+    Attributes:
+        ids: (budget,) ids of the selected pool rows, in rank order.
+        indices: (budget,) their row positions in the pool.
+        ranking: the method's full ranking (scores, order, extra columns, info).
+        manifest: every setting, the seed, fingerprints and timings.
+    """
+
+    ids: list[Any]
+    indices: np.ndarray
+    ranking: Ranking
+    manifest: dict = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _check_inputs(pool: TextSet, target: TextSet, budget: int) -> None:
+    if len(pool) == 0:
+        raise ValueError(f"{pool.path}: the pool is empty")
+    if len(target) == 0:
+        raise ValueError(f"{target.path}: the target is empty")
+    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool):
+        raise TypeError(f"budget must be an integer, got {budget!r}")
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1, got {budget}")
+    if budget > len(pool):
+        raise ValueError(f"budget {budget} is larger than the pool ({len(pool)} rows in {pool.path})")
+
+
+def select_from_pool(
+    pool: TextSet,
+    target: TextSet,
+    budget: int,
+    method: str | PoolMethod = "gotd",
+    seed: int = 0,
+    embedder: Any = None,
+    pool_embeddings: str | os.PathLike | np.ndarray | None = None,
+    target_embeddings: str | os.PathLike | np.ndarray | None = None,
+    cache_dir: str | os.PathLike | None = "default",
+    device: str = "auto",
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> PoolSelection:
+    """Rank ``pool`` for ``target`` with one registered method and take the top ``budget``.
+
+    Args:
+        method: a registered name (``tunesift.registry.POOL_METHODS``) or a configured instance;
+            ``settings`` are passed to the method's constructor when a name is given.
+        embedder: an object with ``model_id`` and ``embed(texts)``, a local encoder path, or None for
+            the packaged all-MiniLM-L6-v2.
+        pool_embeddings, target_embeddings: precomputed (N, d) / (M, d) arrays or ``.npy`` paths.
+        cache_dir: where embeddings are cached ("default": ``$TUNESIFT_CACHE`` or ~/.cache/tunesift;
+            None: no cache).
+        out_dir: when given, writes scores.parquet, selected.jsonl and manifest.json there.
+    """
+    _check_inputs(pool, target, budget)
+    m = POOL_METHODS.get(method)(**settings) if isinstance(method, str) else method
+    if settings and not isinstance(method, str):
+        raise TypeError("pass settings either to the method instance or as keywords with a method name")
+    device = resolve_device(device) if m.uses_embeddings else "cpu"
+    cache = default_cache_dir() if cache_dir == "default" else cache_dir
+    timer = Timer()
+    embed_info: dict[str, Any] = {}
+    pre = {"pool": pool_embeddings, "target": target_embeddings}
+    sets = {"pool": pool, "target": target}
+    model = [None]
+
+    def embed(ts: TextSet, role: str) -> np.ndarray:
+        given = pre.get(role)
+        if given is not None and ts is sets[role]:
+            arr = given if isinstance(given, np.ndarray) else load_precomputed(given, len(ts), role)
+            arr = np.asarray(arr, dtype=np.float32)
+            if arr.ndim != 2 or arr.shape[0] != len(ts):
+                raise ValueError(f"{role} embeddings have shape {arr.shape}, expected ({len(ts)}, d)")
+            embed_info[role] = {"source": str(given) if not isinstance(given, np.ndarray) else "array", "dim": arr.shape[1]}
+            return arr
+        if model[0] is None:
+            model[0] = embedder if (embedder is not None and not isinstance(embedder, (str, os.PathLike))) \
+                else HFEncoderEmbedder(None if embedder is None else str(embedder), device=device, progress=progress)
+        with timer.stage(f"embed_{role}"):
+            arr = cached_embed(model[0], ts.texts, cache)
+        embed_info.setdefault(role, {"source": model[0].model_id, "dim": int(arr.shape[1])})
+        return arr
+
+    ctx = Context(rng=np.random.default_rng(seed), budget=int(budget), embed=embed, timer=timer,
+                  device=device, progress=progress)
+    with timer.stage("total"):
+        ranking = m.rank(pool, target, ctx)
+    order = np.asarray(ranking.order, dtype=np.int64)
+    idx = order[:budget]
+    manifest = {
+        "command": "gotd",
+        "method": m.name,
+        "settings": m.settings(),
+        "seed": seed,
+        "budget": int(budget),
+        "pool": {"path": pool.path, "rows": len(pool), "fingerprint": pool.fingerprint,
+                 "text_field": pool.text_field, "id_field": pool.id_field},
+        "target": {"path": target.path, "rows": len(target), "fingerprint": target.fingerprint,
+                   "text_field": target.text_field, "id_field": target.id_field},
+        "device": device,
+        "embeddings": embed_info,
+        "timings_s": {k: round(v, 4) for k, v in timer.stages.items()},
+        "method_info": ranking.info,
+    }
+    result = PoolSelection(ids=[pool.ids[i] for i in idx], indices=idx, ranking=ranking, manifest=manifest)
+    if out_dir is not None:
+        result.paths = write_selection(out_dir, pool.ids, ranking.scores, order, int(budget),
+                                       [pool.records[i] for i in idx], manifest, ranking.columns)
+    return result
