@@ -1,0 +1,85 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tunesift.bench.common import (
+    RunStore,
+    mean_std,
+    measure,
+    plot_bars,
+    plot_lines,
+    run_id,
+    summarize,
+    write_results,
+)
+
+
+def test_mean_std_matches_numpy():
+    vals = [0.1, 0.4, 0.25]
+    mean, std = mean_std(vals)
+    assert mean == pytest.approx(np.mean(vals))
+    assert std == pytest.approx(np.std(vals, ddof=1))
+    assert mean_std([0.3]) == (0.3, None)
+    assert mean_std([]) == (None, None)
+    assert mean_std([None, float("nan"), 2.0]) == (2.0, None)
+
+
+def test_summarize_groups_and_orders():
+    recs = [
+        {"method": "b", "seed": 0, "r": 1.0},
+        {"method": "a", "seed": 0, "r": 2.0},
+        {"method": "b", "seed": 1, "r": 3.0},
+    ]
+    rows = summarize(recs, ["method"], ["r", "missing"], order=["b", "a"])
+    assert [r.group["method"] for r in rows] == ["b", "a"]
+    assert rows[0].n_runs == 2 and rows[0].mean["r"] == 2.0 and rows[0].std["r"] == pytest.approx(math.sqrt(2))
+    assert rows[1].std["r"] is None and rows[1].mean["missing"] is None
+    with pytest.raises(ValueError, match="group field"):
+        summarize([{"seed": 0}], ["method"], ["r"])
+
+
+def test_run_store_resume_and_settings_guard(tmp_path):
+    store = RunStore(tmp_path, {"budget": 8, "methods": ("a", "b")})
+    key = {"method": "a", "seed": 1}
+    assert run_id(key) == "method=a,seed=1"
+    assert not store.is_done(key)
+    store.save(key, {"recall": 0.5})
+    again = RunStore(tmp_path, {"budget": 8, "methods": ["a", "b"]})  # tuple == list after JSON
+    assert again.is_done(key)
+    assert again.load(key) == {"method": "a", "seed": 1, "recall": 0.5}
+    assert again.records() == [{"method": "a", "seed": 1, "recall": 0.5}]
+    with pytest.raises(ValueError, match="budget"):
+        RunStore(tmp_path, {"budget": 9, "methods": ["a", "b"]})
+    with pytest.raises(ValueError, match="letters"):
+        run_id({"method": "a/b"})
+    with pytest.raises(FileNotFoundError):
+        store.load({"method": "b", "seed": 0})
+
+
+def test_measure_sees_allocation():
+    with measure(interval=0.01) as m:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        block += 1
+    assert m.seconds > 0
+    assert m.peak_rss_mb - m.start_rss_mb > 40
+    del block
+
+
+def test_write_results_and_plots(tmp_path):
+    recs = [{"method": "x", "seed": s, "ndcg": 0.1 * (s + 1), "time_s": 2.0} for s in range(3)]
+    recs.append({"method": "y", "seed": 0, "ndcg": 0.5, "time_s": 1.0})
+    files = write_results(tmp_path, recs, ["method"], ["ndcg"], "demo", settings={"k": 1},
+                          cost_metrics=["time_s"], notes="command: x")
+    md = files.markdown.read_text()
+    assert "| x | 3 | 0.2000 ± 0.1000 |" in md and "| y | 1 | 0.5000 |" in md and "## Cost" in md
+    data = json.loads(files.json.read_text())
+    assert data["summary"][0]["ndcg_mean"] == pytest.approx(0.2) and len(data["runs"]) == 4
+    assert files.csv.read_text().splitlines()[0] == "method,n_runs,ndcg_mean,ndcg_std,time_s_mean,time_s_std"
+    rows = summarize(recs, ["method"], ["ndcg"])
+    png = plot_bars(tmp_path / "p.png", rows, ["ndcg"], "method")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows2 = summarize([{"m": "a", "budget": b, "acc": b / 10} for b in (1, 2, 4)], ["m", "budget"], ["acc"])
+    png2 = plot_lines(tmp_path / "l.png", rows2, x="budget", metric="acc", series="m", log_x=True)
+    assert png2.stat().st_size > 1000
