@@ -37,13 +37,14 @@ class Ranking:
 class Context:
     """What a method may use besides the two text sets.
 
-    ``embed(textset, role)`` returns (len(textset), d) float32 embeddings (cached); ``role`` is
-    "pool" or "target" so precomputed arrays can be used. ``timer`` records stage times.
+    ``embed(textset, role, indices=None)`` returns float32 embeddings of ``textset`` (or of its rows
+    ``indices``), shape (n, d), cached on disk; ``role`` is "pool" or "target" so precomputed arrays
+    can be used. ``timer`` records stage times.
     """
 
     rng: np.random.Generator
     budget: int
-    embed: Callable[[TextSet, str], np.ndarray] | None = None
+    embed: Callable[..., np.ndarray] | None = None
     timer: Any = None
     device: str = "cpu"
     progress: bool = True

@@ -86,21 +86,28 @@ def select_from_pool(
     sets = {"pool": pool, "target": target}
     model = [None]
 
-    def embed(ts: TextSet, role: str) -> np.ndarray:
+    loaded: dict[str, np.ndarray] = {}
+
+    def embed(ts: TextSet, role: str, indices: np.ndarray | None = None) -> np.ndarray:
         given = pre.get(role)
         if given is not None and ts is sets[role]:
-            arr = given if isinstance(given, np.ndarray) else load_precomputed(given, len(ts), role)
-            arr = np.asarray(arr, dtype=np.float32)
-            if arr.ndim != 2 or arr.shape[0] != len(ts):
-                raise ValueError(f"{role} embeddings have shape {arr.shape}, expected ({len(ts)}, d)")
-            embed_info[role] = {"source": str(given) if not isinstance(given, np.ndarray) else "array", "dim": arr.shape[1]}
-            return arr
+            if role not in loaded:
+                arr = given if isinstance(given, np.ndarray) else load_precomputed(given, len(ts), role)
+                arr = np.asarray(arr, dtype=np.float32)
+                if arr.ndim != 2 or arr.shape[0] != len(ts):
+                    raise ValueError(f"{role} embeddings have shape {arr.shape}, expected ({len(ts)}, d)")
+                loaded[role] = arr
+                embed_info[role] = {"source": "array" if isinstance(given, np.ndarray) else str(given),
+                                    "dim": int(arr.shape[1])}
+            return loaded[role] if indices is None else loaded[role][indices]
         if model[0] is None:
             model[0] = embedder if (embedder is not None and not isinstance(embedder, (str, os.PathLike))) \
                 else HFEncoderEmbedder(None if embedder is None else str(embedder), device=device, progress=progress)
+        texts = ts.texts if indices is None else [ts.texts[i] for i in indices]
         with timer.stage(f"embed_{role}"):
-            arr = cached_embed(model[0], ts.texts, cache)
-        embed_info.setdefault(role, {"source": model[0].model_id, "dim": int(arr.shape[1])})
+            arr = cached_embed(model[0], texts, cache)
+        info = embed_info.setdefault(role, {"source": model[0].model_id, "dim": int(arr.shape[1]), "rows_embedded": 0})
+        info["rows_embedded"] = info.get("rows_embedded", 0) + len(texts)
         return arr
 
     ctx = Context(rng=np.random.default_rng(seed), budget=int(budget), embed=embed, timer=timer,
