@@ -100,8 +100,8 @@ class GOTD(PoolMethod):
 
         from tunesift.ot import sinkhorn, solve_semidual
 
-        x = torch.as_tensor(np.ascontiguousarray(x_np), dtype=torch.float32, device=device)
-        y = torch.as_tensor(np.ascontiguousarray(y_np), dtype=torch.float32, device=device)
+        x = torch.from_numpy(np.array(x_np, dtype=np.float32)).to(device)  # a copy: inputs may be read-only memmaps
+        y = torch.from_numpy(np.array(y_np, dtype=np.float32)).to(device)
         kw = dict(epsilon=self.epsilon, relative_epsilon=self.relative_epsilon, threshold=self.threshold,
                   max_iter=self.max_iter, block_size=self.block_size)
         if self.solver == "semidual":

@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tunesift.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"doc": f"d{i}", "text": f"text {i}", "domain": "ab"[i % 2]}) + "\n" for i in range(40)))
+    target = tmp_path / "target.jsonl"
+    target.write_text("".join(json.dumps({"text": f"t {i}"}) + "\n" for i in range(10)))
+    pe, te = tmp_path / "pool.npy", tmp_path / "target.npy"
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    np.save(pe, x / np.linalg.norm(x, axis=1, keepdims=True))
+    y = rng.standard_normal((10, 8)).astype(np.float32)
+    np.save(te, y / np.linalg.norm(y, axis=1, keepdims=True))
+    return tmp_path, pool, target, pe, te
+
+
+@pytest.mark.parametrize("method", ["random", "gotd"])
+def test_gotd_command_writes_the_three_files(files, method):
+    tmp, pool, target, pe, te = files
+    out = tmp / f"out-{method}"
+    rc = main(["gotd", "--pool", str(pool), "--target", str(target), "--budget", "5", "--out", str(out),
+               "--method", method, "--id-field", "doc", "--pool-embeddings", str(pe), "--target-embeddings",
+               str(te), "--seed", "7", "--no-progress", "--cache-dir", "none", "--device", "cpu"])
+    assert rc == 0
+    t = pq.read_table(out / "scores.parquet").to_pydict()
+    assert set(t) >= {"id", "score", "rank", "selected"}
+    assert sorted(t["rank"]) == list(range(1, 41)) and sum(t["selected"]) == 5
+    sel = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
+    by_rank = sorted((r, i) for r, i in zip(t["rank"], t["id"]))[:5]
+    assert [s["doc"] for s in sel] == [i for _, i in by_rank]  # rank order, original fields kept
+    assert set(sel[0]) == {"doc", "text", "domain"}
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["seed"] == 7 and m["method"] == method and m["pool"]["fingerprint"] and "total" in m["timings_s"]
+    # same input + same seed = same selection
+    out2 = tmp / f"again-{method}"
+    main(["gotd", "--pool", str(pool), "--target", str(target), "--budget", "5", "--out", str(out2),
+          "--method", method, "--id-field", "doc", "--pool-embeddings", str(pe), "--target-embeddings",
+          str(te), "--seed", "7", "--no-progress", "--cache-dir", "none", "--device", "cpu"])
+    assert (out2 / "selected.jsonl").read_text() == (out / "selected.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budget", "41"], "budget 41 is larger than the pool"),
+        (["--budget", "0"], "budget must be at least 1"),
+        (["--budget", "3", "--text-field", "body"], "no field 'body'"),
+        (["--budget", "3", "--pool-embeddings", "WRONG"], "pool embeddings for 40"),
+    ],
+)
+def test_bad_input_is_a_clear_error(files, capsys, extra, message):
+    tmp, pool, target, pe, te = files
+    if "WRONG" in extra:
+        np.save(tmp / "short.npy", np.zeros((3, 8), np.float32))
+        extra = [e.replace("WRONG", str(tmp / "short.npy")) for e in extra]
+    args = ["gotd", "--pool", str(pool), "--target", str(target), "--out", str(tmp / "o"), "--method", "gotd",
+            "--target-embeddings", str(te), "--cache-dir", "none", "--device", "cpu", "--no-progress"]
+    if "--pool-embeddings" not in extra:
+        args += ["--pool-embeddings", str(pe)]
+    rc = main(args + extra)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp / "o" / "manifest.json").exists()
+
+
+def test_console_entry_point_lists_methods():
+    out = subprocess.run([sys.executable, "-m", "tunesift", "gotd", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("gotd", "random", "--epsilon", "--contrast", "--domains-keep"):
+        assert name in out.stdout
