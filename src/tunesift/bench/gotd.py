@@ -1,0 +1,654 @@
+"""`tunesift bench gotd`: does pre-fine-tuning on a method's selection help the target task?
+
+GOT-D's experiments (Kang et al., ICLR 2024, §5.3, Tables 2-3) select k pool examples with each method,
+continue the model's pre-training objective on them (masked-LM for BERT), fine-tune a classifier on the
+target task's labelled examples (at most a label budget) and report the test metric averaged over seeds.
+This bench runs that grid over methods x selection budgets x seeds, with ``none`` (no pre-fine-tuning)
+as the floor, and also records the target-domain LM loss before and after pre-fine-tuning.
+
+Protocol of one run (method, budget, seed):
+
+1. labels: ``label_budget`` training examples drawn with ``seed``; their texts are the selection target;
+2. selection: the method's ranking of the pool for that target (one ranking per method and seed;
+   budgets are its prefixes, as in GOT-D's code), the top ``budget`` rows;
+3. pre-fine-tuning: the model's LM head (fresh and seeded if the checkpoint has none) and weights are
+   trained on the selected texts with the model's own objective;
+4. LM loss on the target's test texts before and after (fixed masks);
+5. fine-tuning on the labelled examples, epoch chosen on the dev split, score on the test split.
+
+Every finished run is saved (resumable); ``results.md/csv/json``, ``runs.csv`` and plots are rewritten
+at the end. Pool rows identical to a dev or test text of the task are dropped first, so the test texts
+never reach pre-fine-tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shlex
+import time
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger("tunesift")
+
+NO_PRETRAINING = "none"
+
+
+# ----------------------------------------------------------------------------------------------------
+# A model-free embedder for the tiny scale
+
+
+class HashingEmbedder:
+    """Signed feature hashing of lower-cased unigrams and bigrams, L2-normalised: (n, dim) float32.
+
+    No model, deterministic and fast: it lets the ``tiny`` scale run GOT-D and kNN in CI. Real runs use a
+    sentence encoder (all-MiniLM-L6-v2 by default).
+    """
+
+    def __init__(self, dim: int = 256):
+        if dim < 2:
+            raise ValueError(f"dim must be at least 2, got {dim}")
+        self.dim = dim
+        self.model_id = f"hash-bow:{dim}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = re.findall(r"\w+", text.lower())
+            for gram in words + [f"{a} {b}" for a, b in zip(words, words[1:])]:
+                h = zlib.crc32(gram.encode("utf-8"))
+                out[i, h % self.dim] += 1.0 if (h >> 31) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scales
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Defaults of one bench size; every field can be overridden on the command line.
+
+    ``model`` is "tiny" (a 2-layer BERT built from a config with a word tokenizer fitted on the data),
+    "minilm" (the packaged all-MiniLM-L6-v2 encoder, given a fresh MLM head) or a local model folder.
+    """
+
+    name: str
+    model: str
+    embedder: str  # "hash" or "minilm" or a local encoder folder
+    task: str | None  # default task (None: --task required)
+    pool: str | None  # default pool (None: --pool required)
+    budgets: tuple[int, ...]
+    seeds: int
+    pool_size: int | None  # rows drawn from the pool (None: all)
+    label_budget: int | None
+    test_limit: int | None  # test examples scored (None: all)
+    dev_limit: int | None
+    lm_loss_texts: int  # target test texts for the LM loss
+    pretrain_epochs: int
+    pretrain_lr: float
+    pretrain_batch_size: int
+    finetune_epochs: int
+    finetune_lr: float
+    finetune_batch_size: int
+    max_length: int
+
+
+SCALES: dict[str, Scale] = {
+    # about a minute on 2 CPU cores with the defaults: for CI and for trying the harness
+    "tiny": Scale("tiny", model="tiny", embedder="hash", task="synthetic", pool="synthetic", budgets=(100, 400),
+                  seeds=2, pool_size=None, label_budget=100, test_limit=None, dev_limit=None, lm_loss_texts=200,
+                  pretrain_epochs=2, pretrain_lr=1e-3, pretrain_batch_size=16, finetune_epochs=6,
+                  finetune_lr=3e-3, finetune_batch_size=16, max_length=32),
+    # MiniLM on subsamples: about an hour per task on 2 CPU cores (see the README for the command)
+    "cpu": Scale("cpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(1000, 4000),
+                 seeds=3, pool_size=20000, label_budget=1000, test_limit=1000, dev_limit=500,
+                 lm_loss_texts=500, pretrain_epochs=1, pretrain_lr=1e-4, pretrain_batch_size=32,
+                 finetune_epochs=3, finetune_lr=1e-4, finetune_batch_size=32, max_length=64),
+    # paper-like on one GPU: 5K labels (Table 3), full test sets, several pre-fine-tuning epochs
+    "gpu": Scale("gpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(5000, 20000, 50000),
+                 seeds=3, pool_size=None, label_budget=5000, test_limit=None, dev_limit=None, lm_loss_texts=2000,
+                 pretrain_epochs=3, pretrain_lr=1e-4, pretrain_batch_size=64, finetune_epochs=5,
+                 finetune_lr=5e-5, finetune_batch_size=32, max_length=128),
+}
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} must be positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings of one bench
+
+
+@dataclass
+class GotdBenchConfig:
+    """Everything one ``tunesift bench gotd`` needs; built from a scale plus overrides.
+
+    Attributes:
+        methods: pool method names (``tunesift.registry.POOL_METHODS``) and/or ``none``.
+        seeds: the seeds run (0..n-1 from the CLI's ``--seeds n``).
+    """
+
+    out: str
+    scale: str
+    pool: str
+    task: str
+    methods: list[str]
+    budgets: list[int]
+    seeds: list[int]
+    model: str
+    embedder: str
+    objective: str = "auto"
+    metric: str | None = None
+    text_field: str = "text"
+    pool_size: int | None = None
+    label_budget: int | None = None
+    test_limit: int | None = None
+    dev_limit: int | None = None
+    lm_loss_texts: int = 500
+    pretrain_epochs: int = 1
+    pretrain_lr: float = 1e-4
+    pretrain_batch_size: int = 32
+    finetune_epochs: int = 3
+    finetune_lr: float = 5e-5
+    finetune_batch_size: int = 32
+    max_length: int = 128
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+
+    @staticmethod
+    def scale_defaults(scale: str) -> dict[str, Any]:
+        """The fields a scale sets (everything but ``out``, ``scale`` and the overrides)."""
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        s = SCALES[scale]
+        base = {k: v for k, v in asdict(s).items() if k in GotdBenchConfig.__dataclass_fields__}
+        base.update(budgets=list(s.budgets), seeds=list(range(s.seeds)),
+                    methods=["gotd", "dsir", "knn", "random", NO_PRETRAINING])
+        return base
+
+    @classmethod
+    def from_scale(cls, scale: str, out: str, **overrides: Any) -> "GotdBenchConfig":
+        base = cls.scale_defaults(scale)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        if base.get("task") is None:
+            raise ValueError(f"--task is required at scale {scale!r} (a task name or a train/dev/test folder)")
+        if base.get("pool") is None:
+            raise ValueError(f"--pool is required at scale {scale!r} (a pool file)")
+        config = cls(out=str(out), scale=scale, **base)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        import tunesift.pool  # noqa: F401  (registers the methods)
+        from tunesift.registry import POOL_METHODS
+
+        unknown = [m for m in self.methods if m != NO_PRETRAINING and m not in POOL_METHODS]
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; expected some of "
+                             f"{', '.join(POOL_METHODS.names() + [NO_PRETRAINING])}")
+        if not self.methods:
+            raise ValueError("methods: give at least one method")
+        if not self.budgets or min(self.budgets) < 1:
+            raise ValueError(f"budgets must be positive integers, got {self.budgets}")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        for name in ("pool_size", "label_budget", "test_limit", "dev_limit"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"`{name}` must be a positive integer or None, got {v}")
+
+    def comparable_settings(self) -> dict[str, Any]:
+        """What must not change between a bench and its resumption (the grid itself may grow)."""
+        d = asdict(self)
+        for k in ("out", "methods", "budgets", "seeds", "device", "threads", "progress"):
+            d.pop(k)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def load_pool(spec: str, text_field: str = "text"):
+    """The pool: ``synthetic`` or a file that :func:`tunesift.io.read_text_set` reads."""
+    from tunesift.io.tables import read_text_set
+    from tunesift.warmup.tasks import synthetic_pool
+
+    if spec == "synthetic":
+        return synthetic_pool()
+    return read_text_set(spec, text_field, None, name="pool")
+
+
+def prepare_pool(pool, task, pool_size: int | None):
+    """Drop pool rows equal (up to case and spacing) to a dev or test text of the task, then draw at most
+    ``pool_size`` rows (seed 0, the same for every run). Returns (pool, rows dropped as leaks)."""
+    held_out = set()
+    for split in (task.dev, task.test):
+        if split is not None:
+            held_out.update(_normalise(t) for t in split.joined_texts())
+            held_out.update(_normalise(t) for t in split.texts)
+    keep = [i for i, t in enumerate(pool.texts) if _normalise(t) not in held_out]
+    dropped = len(pool) - len(keep)
+    if pool_size is not None and pool_size < len(keep):
+        rng = np.random.default_rng(0)
+        keep = sorted(rng.choice(keep, size=pool_size, replace=False).tolist())
+    if len(keep) == len(pool):
+        return pool, dropped
+    sub = pool.subset(keep)
+    sub.fingerprint = f"{pool.fingerprint}:rows{len(keep)}:drop{dropped}"
+    return sub, dropped
+
+
+def fixed_subset(split, limit: int | None):
+    """At most ``limit`` examples of ``split`` (seed 0: the same for every method and seed)."""
+    from tunesift.warmup.tasks import sample_labels
+
+    if split is None or limit is None:
+        return split
+    return sample_labels(split, limit, np.random.default_rng(0))
+
+
+def make_embedder(spec: str, device: str, progress: bool):
+    from tunesift.embed import HFEncoderEmbedder
+
+    if spec == "hash":
+        return HashingEmbedder()
+    return HFEncoderEmbedder(None if spec == "minilm" else spec, device=device, progress=progress)
+
+
+def resolve_model(spec: str, out: Path, texts: Sequence[str], max_length: int) -> str:
+    """A local model folder: the packaged MiniLM, a tiny model built once into ``out/model``, or ``spec``."""
+    from tunesift.embed import default_model_path
+    from tunesift.warmup.tiny import build_tiny_model
+
+    if spec == "minilm":
+        return default_model_path()
+    if spec == "tiny":
+        folder = out / "model"
+        if not (folder / "config.json").exists():
+            build_tiny_model(folder, texts, objective="mlm", max_length=max(max_length, 64), seed=0)
+        return str(folder)
+    if not Path(spec).is_dir():
+        raise FileNotFoundError(f"{spec}: no such model folder (expected 'tiny', 'minilm' or a local folder)")
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------------
+# The bench
+
+
+class GotdBench:
+    """Runs the grid of one :class:`GotdBenchConfig`; ``run()`` returns the written result files."""
+
+    def __init__(self, config: GotdBenchConfig):
+        from tunesift.warmup.tasks import load_task
+
+        self.config = c = config
+        self.out = Path(c.out)
+        self.task = load_task(c.task, metric=c.metric)
+        raw_pool = load_pool(c.pool, c.text_field)
+        self.pool, self.leaks_dropped = prepare_pool(raw_pool, self.task, c.pool_size)
+        if max(c.budgets) > len(self.pool):
+            raise ValueError(f"budget {max(c.budgets)} is larger than the pool ({len(self.pool)} rows after "
+                             f"dropping {self.leaks_dropped} dev/test duplicates)")
+        self.dev = fixed_subset(self.task.dev, c.dev_limit)
+        self.test = fixed_subset(self.task.test, c.test_limit)
+        self.lm_texts = fixed_subset(self.task.test, c.lm_loss_texts).joined_texts()
+        self.model_path = resolve_model(c.model, self.out, self.pool.texts + self.task.train.joined_texts(),
+                                        c.max_length)
+        from tunesift.bench.common import RunStore
+
+        settings = c.comparable_settings()
+        settings.update(task_info=self.task.describe(), pool_rows=len(self.pool), pool_fingerprint=self.pool.fingerprint,
+                        model_path=self.model_path if c.model not in ("tiny", "minilm") else c.model)
+        self.store = RunStore(self.out, settings)
+        self._pool_embeddings: np.ndarray | None = None
+        self._embedder = None
+        self.embed_seconds = 0.0
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def labelled(self, seed: int):
+        from tunesift.warmup.tasks import sample_labels
+
+        return sample_labels(self.task.train, self.config.label_budget, np.random.default_rng(seed))
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        from tunesift.embed import cached_embed
+
+        if self._embedder is None:
+            self._embedder = make_embedder(self.config.embedder, self.config.device, self.config.progress)
+        cache = self.out / "cache"
+        t0 = time.perf_counter()
+        arr = cached_embed(self._embedder, texts, cache)
+        self.embed_seconds += time.perf_counter() - t0
+        return arr
+
+    def ranking(self, method: str, seed: int) -> tuple[np.ndarray, float]:
+        """The pool's order (best first) for ``method`` and ``seed``, saved in ``selections/`` and
+        reused on resume; and the seconds the ranking took (0 when read back)."""
+        import pyarrow.parquet as pq
+
+        from tunesift.io.atomic import write_json
+        from tunesift.io.tables import TextSet
+        from tunesift.pool.run import select_from_pool
+        from tunesift.registry import POOL_METHODS
+
+        folder = self.out / "selections" / f"method={method},seed={seed}"
+        done = folder / "done.json"
+        if done.exists():
+            rank = pq.read_table(folder / "scores.parquet", columns=["rank"]).column("rank").to_numpy()
+            order = np.argsort(rank, kind="stable")
+            import json
+
+            return order, float(json.loads(done.read_text())["seconds"])
+        labelled = self.labelled(seed)
+        target = TextSet.from_texts(labelled.joined_texts(), name=f"{self.task.name} train ({len(labelled)} labels, seed {seed})")
+        kw: dict[str, Any] = {}
+        if POOL_METHODS.get(method).uses_embeddings:
+            if self._pool_embeddings is None:
+                t0 = time.perf_counter()
+                self._pool_embeddings = self._embed(self.pool.texts)
+                info = self.out / "cache" / "pool_embeddings.json"
+                if not info.exists():  # the first time (later runs read the cache)
+                    write_json(info, {"seconds": time.perf_counter() - t0, "rows": len(self.pool),
+                                      "embedder": self._embedder.model_id})
+            kw = dict(pool_embeddings=self._pool_embeddings, target_embeddings=self._embed(target.texts))
+        t0 = time.perf_counter()
+        sel = select_from_pool(self.pool, target, max(self.config.budgets), method=method, seed=seed,
+                               cache_dir=None, device=self.config.device, out_dir=folder,
+                               progress=self.config.progress, **kw)
+        seconds = time.perf_counter() - t0
+        write_json(done, {"seconds": seconds, "info": sel.manifest.get("method_info", {})})
+        return np.asarray(sel.ranking.order, dtype=np.int64), seconds
+
+    def lm_loss_before(self, seed: int) -> float:
+        """The LM loss of the untouched model (its fresh head seeded with ``seed``), cached per seed."""
+        import json
+
+        from tunesift.io.atomic import write_json
+        from tunesift.warmup.pretrain import lm_loss, load_language_model
+
+        path = self.out / "cache" / f"lm_loss_before,seed={seed}.json"
+        if path.exists():
+            return float(json.loads(path.read_text())["loss"])
+        lm = load_language_model(self.model_path, self.config.objective, seed=seed)
+        lm.model.to(self._device())
+        loss = lm_loss(lm, self.lm_texts, self.config.max_length, seed=0).loss
+        write_json(path, {"loss": loss})
+        return loss
+
+    def _device(self) -> str:
+        from tunesift.embed import resolve_device
+
+        return resolve_device(self.config.device)
+
+    def domains(self, rows: np.ndarray) -> dict[str, int]:
+        if not self.pool.records or "domain" not in self.pool.records[0]:
+            return {}
+        counts: dict[str, int] = {}
+        for i in rows:
+            d = str(self.pool.records[i].get("domain"))
+            counts[d] = counts.get(d, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    def run_one(self, method: str, budget: int, seed: int, order: np.ndarray | None, selection_s: float) -> dict:
+        """One (method, budget, seed): pre-fine-tune on the top ``budget`` of ``order``, fine-tune, score."""
+        from tunesift.bench.common import measure
+        from tunesift.warmup.classify import ClassifierConfig, finetune_and_evaluate
+        from tunesift.warmup.pretrain import PretrainConfig, lm_loss, load_language_model, pretrain
+
+        c = self.config
+        record: dict[str, Any] = {"metric": self.task.metric, "selection_s": selection_s}
+        before = self.lm_loss_before(seed)
+        backbone = None
+        with measure() as total:
+            if method != NO_PRETRAINING:
+                rows = order[:budget]
+                record["selected_domains"] = self.domains(rows)
+                lm = load_language_model(self.model_path, c.objective, seed=seed)
+                pcfg = PretrainConfig(objective=lm.objective, learning_rate=c.pretrain_lr, epochs=c.pretrain_epochs,
+                                      batch_size=c.pretrain_batch_size, max_length=c.max_length, seed=seed,
+                                      device=c.device)
+                with measure() as m_pre:
+                    pre = pretrain(lm, [self.pool.texts[i] for i in rows], pcfg, progress=c.progress)
+                record.update(pretrain_s=m_pre.seconds, pretrain_steps=pre.steps,
+                              pretrain_final_loss=float(np.nanmean(pre.losses[-max(1, len(pre.losses) // 10):])))
+                after = lm_loss(lm, self.lm_texts, c.max_length, seed=0).loss
+                backbone = lm
+            else:
+                after = before
+                record.update(pretrain_s=0.0, pretrain_steps=0)
+            ccfg = ClassifierConfig(learning_rate=c.finetune_lr, epochs=c.finetune_epochs,
+                                    batch_size=c.finetune_batch_size, max_length=c.max_length, seed=seed,
+                                    device=c.device)
+            with measure() as m_ft:
+                ft = finetune_and_evaluate(self.model_path, self.task, ccfg, train=self.labelled(seed),
+                                           backbone=backbone, dev=self.dev, test=self.test, progress=c.progress)
+        record.update(
+            test_score=ft.test_score, dev_score=ft.dev_score, best_epoch=ft.best_epoch, labels_used=ft.labels_used,
+            test_examples=ft.test_examples, lm_loss_before=before, lm_loss_after=after,
+            lm_loss_change=after - before, finetune_s=m_ft.seconds, total_s=total.seconds + selection_s,
+            peak_rss_mb=total.peak_rss_mb, peak_cuda_mb=total.peak_cuda_mb,
+        )
+        return record
+
+    # -- the grid ----------------------------------------------------------------------------------
+
+    def units(self) -> list[dict[str, Any]]:
+        c = self.config
+        out = []
+        for seed in c.seeds:
+            for method in c.methods:
+                for budget in ([0] if method == NO_PRETRAINING else c.budgets):
+                    out.append({"method": method, "budget": budget, "seed": seed})
+        return out
+
+    def run(self):
+        import torch
+
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        units = self.units()
+        todo = [u for u in units if not self.store.is_done(u)]
+        log.info("bench gotd: task %s (%s), pool %d rows (%d dev/test duplicates dropped), %d runs, %d to do",
+                 self.task.name, self.task.metric, len(self.pool), self.leaks_dropped, len(units), len(todo))
+        orders: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
+        for i, u in enumerate(todo, 1):
+            method, budget, seed = u["method"], u["budget"], u["seed"]
+            order, sel_s = None, 0.0
+            if method != NO_PRETRAINING:
+                if (method, seed) not in orders:
+                    orders[(method, seed)] = self.ranking(method, seed)
+                order, sel_s = orders[(method, seed)]
+            t0 = time.perf_counter()
+            record = self.run_one(method, budget, seed, order, sel_s)
+            self.store.save(u, record)
+            log.info("[%d/%d] %s budget %d seed %d: test %s %.4f, LM loss %.3f -> %.3f (%.0f s)", i, len(todo),
+                     method, budget, seed, self.task.metric, record["test_score"], record["lm_loss_before"],
+                     record["lm_loss_after"], time.perf_counter() - t0)
+        return self.write()
+
+    def composition_table(self, records: list[dict], top: int = 5) -> str:
+        """Markdown: the ``top`` pool domains of each (method, budget) selection, mean share over seeds."""
+        groups: dict[tuple[str, int], list[dict[str, int]]] = {}
+        for r in records:
+            if r.get("selected_domains"):
+                groups.setdefault((r["method"], r["budget"]), []).append(r["selected_domains"])
+        if not groups:
+            return ""
+        rank = {m: i for i, m in enumerate(self.config.methods)}
+        lines = ["| method | budget | domains |", "|---|---|---|"]
+        for (method, budget), runs in sorted(groups.items(), key=lambda kv: (rank.get(kv[0][0], 99), kv[0][1])):
+            share: dict[str, float] = {}
+            for counts in runs:
+                for d, n in counts.items():
+                    share[d] = share.get(d, 0.0) + n / budget / len(runs)
+            best = sorted(share.items(), key=lambda kv: -kv[1])[:top]
+            lines.append(f"| {method} | {budget} | " + ", ".join(f"{d} {100 * v:.0f}%" for d, v in best) + " |")
+        return "\n".join(lines) + "\n"
+
+    def command(self) -> str:
+        """The command that reproduces this bench (its resolved settings, flags in a fixed order)."""
+        c = self.config
+        parts = ["tunesift", "bench", "gotd", "--scale", c.scale, "--task", c.task, "--pool", c.pool,
+                 "--methods", ",".join(c.methods), "--budgets", ",".join(map(str, c.budgets)),
+                 "--seeds", str(len(c.seeds)), "--out", c.out]
+        default = GotdBenchConfig.scale_defaults(c.scale)
+        for name in ("model", "embedder", "objective", "metric", "text_field", "pool_size", "label_budget",
+                     "test_limit", "dev_limit", "lm_loss_texts", "pretrain_epochs", "pretrain_lr",
+                     "pretrain_batch_size", "finetune_epochs", "finetune_lr", "finetune_batch_size", "max_length"):
+            value = getattr(c, name)
+            if value != default.get(name, GotdBenchConfig.__dataclass_fields__[name].default):
+                parts += ["--" + name.replace("_", "-"), str(value)]
+        if c.seeds != list(range(len(c.seeds))):
+            parts.append(f"# seeds {c.seeds}")
+        return " ".join(shlex.quote(p) for p in parts)
+
+    def write(self):
+        from tunesift.bench.common import plot_lines, summarize, write_results
+
+        c = self.config
+        wanted = {(u["method"], u["budget"], u["seed"]) for u in self.units()}
+        records = [r for r in self.store.records() if (r["method"], r["budget"], r["seed"]) in wanted]
+        metric_label = f"test {self.task.metric}"
+        labels = {"test_score": metric_label, "dev_score": f"dev {self.task.metric}", "lm_loss_after": "LM loss after",
+                  "lm_loss_change": "LM loss change", "selection_s": "selection s", "pretrain_s": "pre-fine-tune s",
+                  "finetune_s": "fine-tune s", "total_s": "total s", "peak_rss_mb": "peak RSS MB"}
+        notes = "\n".join([
+            f"Command: `{self.command()}`",
+            "",
+            f"Task **{self.task.name}** ({self.task.describe()['train']} train / "
+            f"{0 if self.dev is None else len(self.dev)} dev / {len(self.test)} test examples scored; metric "
+            f"{self.task.metric}); at most {c.label_budget} labels per seed. Pool: {len(self.pool)} rows "
+            f"({self.leaks_dropped} rows equal to dev/test texts dropped). Model: {c.model}; pre-fine-tuning "
+            f"{c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}; fine-tuning {c.finetune_epochs} epochs at lr "
+            f"{c.finetune_lr}; {c.max_length} tokens. Scale `{c.scale}`.",
+            "",
+            "`budget` = pool examples pre-fine-tuned on (`none`: no pre-fine-tuning). LM loss = masked-LM (or "
+            "next-token) loss on the task's test texts; `before` uses the same seeded fresh head.",
+        ])
+        embed_info = self.out / "cache" / "pool_embeddings.json"
+        if embed_info.exists():
+            import json
+
+            e = json.loads(embed_info.read_text())
+            notes += (f"\n\nPool embeddings for gotd/knn ({e['rows']} rows, `{e['embedder']}`): {e['seconds']:.1f} s, "
+                      "computed once and shared; `selection s` is the ranking alone (once per method and seed, "
+                      "shared by its budgets).")
+        files = write_results(self.out, records, group_by=["method", "budget"],
+                              metrics=["test_score", "dev_score", "lm_loss_after", "lm_loss_change"],
+                              title=f"GOT-D warm-up bench: {self.task.name}", settings=self.store.settings,
+                              order=c.methods, cost_metrics=["selection_s", "pretrain_s", "finetune_s", "total_s",
+                                                             "peak_rss_mb"],
+                              notes=notes, labels=labels)
+        composition = self.composition_table(records)
+        if composition:
+            with open(files.markdown, "a", encoding="utf-8") as f:
+                f.write("\n## What each method picked (pool domains, mean share over seeds)\n\n" + composition)
+        if records:
+            rows = summarize(records, ["method", "budget"], ["test_score", "lm_loss_after"], order=c.methods)
+            flat = []
+            for r in rows:  # `none` as a flat line across the budgets
+                if r.group["method"] == NO_PRETRAINING:
+                    flat.extend(replace(r, group={"method": NO_PRETRAINING, "budget": b}) for b in c.budgets)
+                else:
+                    flat.append(r)
+            files.plot = plot_lines(self.out / "plot.png", flat, x="budget", metric="test_score", series="method",
+                                    title=f"{self.task.name}: {metric_label} after pre-fine-tuning",
+                                    xlabel="pool examples pre-fine-tuned on", ylabel=metric_label,
+                                    log_x=len(c.budgets) > 1 and max(c.budgets) / min(c.budgets) >= 10)
+            plot_lines(self.out / "lm_loss.png", flat, x="budget", metric="lm_loss_after", series="method",
+                       title=f"{self.task.name}: LM loss on test texts", xlabel="pool examples pre-fine-tuned on",
+                       ylabel="LM loss after pre-fine-tuning")
+        return files
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``gotd`` to the ``tunesift bench`` subcommands."""
+    p = sub.add_parser(
+        "gotd",
+        help="pre-fine-tune on each method's selection, fine-tune on the target task, compare (GOT-D's claim)",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("--pool", default=None, help="pool file (.jsonl/.csv/.tsv/.parquet; 'synthetic' at scale tiny)")
+    p.add_argument("--task", default=None, help="task name (chemprot, sci-cite, mag, sst-2, cola, mrpc, rte, mr, cr, "
+                   "ag_news, synthetic) or a folder/train file of train/dev/test JSONL with text,label")
+    p.add_argument("--out", required=True, help="output folder (resumes the runs already there)")
+    p.add_argument("--scale", default="tiny", choices=list(SCALES), help="defaults for sizes and models (default: tiny)")
+    p.add_argument("--methods", default=None, help="comma-separated pool methods and/or 'none' "
+                   "(default: gotd,dsir,knn,random,none)")
+    p.add_argument("--budgets", default=None, help="comma-separated numbers of pool examples to pre-fine-tune on")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
+    p.add_argument("--model", default=None, help="'tiny', 'minilm' or a local model folder (encoder: masked LM; "
+                   "decoder: causal LM)")
+    p.add_argument("--objective", default="auto", choices=["auto", "mlm", "causal"], help="pre-fine-tuning objective")
+    p.add_argument("--embedder", default=None, help="embeddings for gotd/knn: 'minilm', 'hash' or a local encoder folder")
+    p.add_argument("--metric", default=None, help="override the task's metric (micro_f1, macro_f1, f1, mcc, accuracy)")
+    p.add_argument("--text-field", default="text", help="pool text field (default: text)")
+    p.add_argument("--pool-size", type=int, default=None, help="rows drawn from the pool (seed 0)")
+    p.add_argument("--label-budget", type=int, default=None, help="at most this many labelled training examples")
+    p.add_argument("--test-limit", type=int, default=None, help="test examples scored (seed-0 subsample)")
+    p.add_argument("--dev-limit", type=int, default=None, help="dev examples for choosing the epoch")
+    p.add_argument("--lm-loss-texts", type=int, default=None, help="test texts for the LM loss")
+    p.add_argument("--pretrain-epochs", type=int, default=None)
+    p.add_argument("--pretrain-lr", type=float, default=None)
+    p.add_argument("--pretrain-batch-size", type=int, default=None)
+    p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--finetune-lr", type=float, default=None)
+    p.add_argument("--finetune-batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run_cli)
+
+
+def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
+    overrides = {k: getattr(args, k) for k in (
+        "pool", "task", "model", "embedder", "metric", "pool_size", "label_budget", "test_limit", "dev_limit",
+        "lm_loss_texts", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "finetune_epochs", "finetune_lr",
+        "finetune_batch_size", "max_length", "threads")}
+    overrides.update(objective=args.objective, text_field=args.text_field, device=args.device,
+                     progress=not args.no_progress)
+    if args.methods is not None:
+        overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.budgets is not None:
+        overrides["budgets"] = parse_int_list(args.budgets, "--budgets")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        overrides["seeds"] = list(range(args.seeds))
+    return GotdBenchConfig.from_scale(args.scale, args.out, **overrides)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    files = GotdBench(config_from_args(args)).run()
+    log.info("wrote %s, %s, %s%s", files.markdown, files.csv, files.json, f", {files.plot}" if files.plot else "")
+    return 0

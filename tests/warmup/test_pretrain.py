@@ -1,0 +1,196 @@
+"""Pre-fine-tuning: masking statistics, losses against transformers' own, batch-size invariance,
+fresh heads, and training that lowers the loss reproducibly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tunesift.warmup.pretrain import (IGNORE_INDEX, LanguageModel, PretrainConfig, clone_language_model,
+                                      encode, infer_objective, linear_schedule, lm_loss, load_language_model,
+                                      mask_tokens, model_losses, pad_batch, pretrain, token_losses)
+
+
+def test_masking_follows_bert_80_10_10():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (200, 300), generator=g)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, 0] = False  # e.g. [CLS]
+    maskable[:, 250:] = False  # e.g. padding
+    inputs, labels = mask_tokens(ids, maskable, mask_token_id=4, vocab_size=1000, probability=0.15,
+                                 generator=torch.Generator().manual_seed(1))
+    chosen = labels != IGNORE_INDEX
+    assert not chosen[~maskable].any()
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    n = int(chosen.sum())
+    assert n / int(maskable.sum()) == pytest.approx(0.15, abs=0.005)
+    masked = (inputs == 4) & chosen
+    kept = (inputs == ids) & chosen
+    assert int(masked.sum()) / n == pytest.approx(0.8, abs=0.01)
+    # kept = the 10% left alone plus random draws that hit the original id (1/1000)
+    assert int(kept.sum()) / n == pytest.approx(0.1, abs=0.01)
+    assert int((chosen & ~masked & ~kept).sum()) / n == pytest.approx(0.1, abs=0.01)
+    again = mask_tokens(ids, maskable, 4, 1000, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], labels)
+
+
+def test_pad_batch_and_encode(bert_dir):
+    ids, mask = pad_batch([[1, 2, 3], [4]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    lm = load_language_model(bert_dir)
+    seqs = encode(lm.tokenizer, ["d0w1 " * 50], max_length=10)
+    assert len(seqs[0]) == 10 and seqs[0][0] == lm.tokenizer.cls_token_id and seqs[0][-1] == lm.tokenizer.sep_token_id
+
+
+def test_infer_objective():
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    assert infer_objective(BertConfig()) == "mlm"
+    assert infer_objective(BertConfig(architectures=["BertModel"])) == "mlm"
+    assert infer_objective(BertConfig(architectures=["BertLMHeadModel"], is_decoder=True)) == "causal"
+    assert infer_objective(LlamaConfig()) == "causal"
+    assert infer_objective(GPT2Config()) == "causal"
+
+
+def test_pretrain_config_names_bad_fields():
+    with pytest.raises(ValueError, match="`mlm_probability`"):
+        PretrainConfig(mlm_probability=0)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        PretrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="objective"):
+        PretrainConfig(objective="seq2seq")
+    with pytest.raises(ValueError, match="`max_steps`"):
+        PretrainConfig(max_steps=0)
+
+
+def test_linear_schedule():
+    assert [linear_schedule(s, 10, 2) for s in range(10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+    assert linear_schedule(0, 5, 0) == 1.0
+
+
+def test_bare_encoder_gets_a_fresh_seeded_head(bert_dir):
+    from transformers import BertModel
+
+    bare = BertModel.from_pretrained(bert_dir)
+    a = load_language_model(bert_dir, seed=0)
+    b = load_language_model(bert_dir, seed=0)
+    c = load_language_model(bert_dir, seed=1)
+    assert a.objective == "mlm"
+    assert a.fresh_parameters and all(k.startswith("cls.") for k in a.fresh_parameters)
+    enc = a.model.bert.state_dict()
+    for k, v in bare.state_dict().items():
+        if not k.startswith("pooler."):
+            assert torch.equal(enc[k], v), k
+    head = "cls.predictions.transform.dense.weight"
+    assert torch.equal(a.model.state_dict()[head], b.model.state_dict()[head])
+    assert not torch.equal(a.model.state_dict()[head], c.model.state_dict()[head])
+    # the decoder is tied to the word embeddings
+    assert a.model.cls.predictions.decoder.weight.data_ptr() == a.model.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_checkpoint_with_head_loads_it(bert_mlm_dir):
+    lm = load_language_model(bert_mlm_dir)
+    assert lm.objective == "mlm" and lm.fresh_parameters == []
+
+
+def test_mlm_loss_matches_transformers(bert_mlm_dir, task):
+    lm = load_language_model(bert_mlm_dir)
+    lm.model.eval()
+    seqs = encode(lm.tokenizer, task.test.texts[:8], 32)
+    ids, mask = pad_batch(seqs, lm.tokenizer.pad_token_id)
+    special = torch.isin(ids, torch.tensor(lm.tokenizer.all_special_ids))
+    inputs, labels = mask_tokens(ids, mask.bool() & ~special, lm.tokenizer.mask_token_id, len(lm.tokenizer), 0.3,
+                                 torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = lm.model(input_ids=inputs, attention_mask=mask, labels=labels)
+        total, n = token_losses(out.logits, labels, "mlm")
+    assert float(total / n) == pytest.approx(float(out.loss), rel=1e-5)
+
+
+def test_masked_positions_only_head_equals_full_logits(bert_dir, task):
+    lm = load_language_model(bert_dir, seed=2)
+    lm.model.eval()
+    ids, mask = pad_batch(encode(lm.tokenizer, task.test.texts[:8], 32), lm.tokenizer.pad_token_id)
+    special = torch.isin(ids, torch.tensor(lm.tokenizer.all_special_ids))
+    inputs, labels = mask_tokens(ids, mask.bool() & ~special, lm.tokenizer.mask_token_id, len(lm.tokenizer), 0.15,
+                                 torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast_sum, fast_n = model_losses(lm.model, inputs, mask, labels, "mlm")
+        full_sum, full_n = token_losses(lm.model(input_ids=inputs, attention_mask=mask).logits, labels, "mlm")
+        hf = lm.model(input_ids=inputs, attention_mask=mask, labels=labels).loss
+    assert int(fast_n) == int(full_n) > 0
+    assert float(fast_sum) == pytest.approx(float(full_sum), rel=1e-5)
+    assert float(fast_sum / fast_n) == pytest.approx(float(hf), rel=1e-5)
+
+
+def test_causal_loss_matches_transformers_and_a_plain_loop(llama_dir, task):
+    lm = load_language_model(llama_dir)
+    assert lm.objective == "causal" and lm.fresh_parameters == []
+    texts = task.test.texts[:6]
+    result = lm_loss(lm, texts, max_length=32, batch_size=4)
+    # oracle: transformers' mean loss of each text alone, weighted by its number of predicted tokens
+    sums, counts = 0.0, 0
+    with torch.no_grad():
+        for s in encode(lm.tokenizer, texts, 32):
+            ids = torch.tensor([s])
+            sums += float(lm.model(input_ids=ids, labels=ids).loss) * (len(s) - 1)
+            counts += len(s) - 1
+    assert result.tokens == counts
+    assert result.loss == pytest.approx(sums / counts, rel=1e-5)
+    assert result.perplexity == pytest.approx(np.exp(result.loss))
+
+
+@pytest.mark.parametrize("which", ["bert_dir", "llama_dir"])
+def test_lm_loss_does_not_depend_on_batch_size(which, request, task):
+    lm = load_language_model(request.getfixturevalue(which))
+    texts = task.test.texts[:20]
+    ref = lm_loss(lm, texts, max_length=32, batch_size=1, seed=5)
+    for bs in (3, 20):
+        other = lm_loss(lm, texts, max_length=32, batch_size=bs, seed=5)
+        assert other.tokens == ref.tokens
+        assert other.loss == pytest.approx(ref.loss, rel=1e-5)
+    if lm.objective == "mlm":  # another seed draws other masks
+        assert lm_loss(lm, texts, max_length=32, seed=6).tokens != ref.tokens or \
+            lm_loss(lm, texts, max_length=32, seed=6).loss != pytest.approx(ref.loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("which", ["bert_dir", "llama_dir"])
+def test_pretraining_lowers_the_loss_and_is_reproducible(which, request, task):
+    torch.set_num_threads(1)
+    folder = request.getfixturevalue(which)
+    texts = task.train.texts[:64]
+    config = PretrainConfig(learning_rate=3e-3, epochs=4, batch_size=16, max_length=32, seed=0, device="cpu")
+    base = load_language_model(folder, seed=0)
+    before = lm_loss(base, texts, max_length=32)
+    lm = clone_language_model(base)
+    result = pretrain(lm, texts, config)
+    after = lm_loss(lm, texts, max_length=32)
+    assert result.steps == 16 and result.examples == 4 * 64 and result.losses.shape == (16,)
+    assert after.loss < before.loss - 0.5
+    assert lm_loss(base, texts, max_length=32).loss == pytest.approx(before.loss)  # the clone was trained, not base
+    again = clone_language_model(load_language_model(folder, seed=0))
+    assert np.allclose(pretrain(again, texts, config).losses, result.losses, atol=1e-5)
+
+
+def test_max_steps_and_objective_checks(bert_dir, task):
+    lm = load_language_model(bert_dir)
+    result = pretrain(lm, task.train.texts[:64], PretrainConfig(max_steps=3, batch_size=8, device="cpu"))
+    assert result.steps == 3 and result.examples == 24
+    with pytest.raises(ValueError, match="loaded for 'mlm'"):
+        pretrain(lm, ["x"], PretrainConfig(objective="causal", device="cpu"))
+    with pytest.raises(ValueError, match="empty"):
+        pretrain(lm, [], PretrainConfig(device="cpu"))
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        load_language_model(str(bert_dir) + "-missing")
+
+
+def test_language_model_follows_its_device(bert_dir, task):
+    lm = load_language_model(bert_dir)
+    assert isinstance(lm, LanguageModel) and lm.device.type == "cpu"
+    if torch.cuda.is_available():
+        pretrain(lm, task.train.texts[:16], PretrainConfig(max_steps=1, device="cuda"))
+        assert lm.device.type == "cuda"
+        assert np.isfinite(lm_loss(lm, task.test.texts[:8]).loss)
