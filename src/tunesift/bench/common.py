@@ -278,7 +278,7 @@ def summarize(records: Sequence[Mapping[str, Any]], group_by: Sequence[str], met
 def _fmt(x: float | None, digits: int) -> str:
     if x is None:
         return "—"
-    if x != 0 and (abs(x) < 10 ** -(digits - 1) or abs(x) >= 1e6):
+    if x != 0 and (abs(x) < 10 ** -digits or abs(x) >= 1e6):
         return f"{x:.{digits - 1}e}"
     return f"{x:.{digits}f}"
 

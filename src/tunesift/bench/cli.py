@@ -1,0 +1,97 @@
+"""`tunesift bench`: select, fine-tune and evaluate per method and seed (``rec``; ``gotd`` when present)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import shlex
+
+log = logging.getLogger("tunesift")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark selection methods end to end (select, fine-tune, evaluate)",
+                       description="Benchmarks that select data with each method and seed, fine-tune on it and "
+                       "evaluate; finished runs are saved, so an interrupted bench resumes where it stopped.")
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCH")
+    register_rec(bench_sub)
+    try:
+        gotd = importlib.import_module("tunesift.bench.gotd")
+    except ModuleNotFoundError as e:
+        if e.name != "tunesift.bench.gotd":
+            raise
+    else:
+        gotd.register(bench_sub)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def register_rec(bench_sub: argparse._SubParsersAction) -> None:
+    from tunesift.bench.rec import DEFAULT_METHODS, SCALES
+
+    p = bench_sub.add_parser(
+        "rec", help="DEALRec vs random/GraNd/EL2N/CCS/full fine-tuning, BIGRec protocol (Recall/NDCG@K)",
+        description="For each method and seed: select --budget users (DEALRec's pipeline; `full` = every user "
+        "of the pool), LoRA-fine-tune the LLM on their BIGRec samples, generate a title per test user with beam "
+        "search, ground it to items and score Recall@K / NDCG@K over all items. Writes results.md, results.csv, "
+        "results.json (mean and std over seeds; time and peak memory per stage) and results.png to --out.",
+    )
+    p.add_argument("--data", required=True, help="DEALRec folder, RecBole files or an interaction table")
+    p.add_argument("--out", required=True, help="bench folder (reuse it to resume)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--budget", type=int, default=None, help="users selected per run (default: the scale's)")
+    p.add_argument("--seeds", type=int, default=3, help="runs per method, seeds 0..N-1 (default: 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--scale", default="tiny", choices=list(SCALES),
+                   help="tiny: tiny model, ~1 min; cpu: SmolLM2 on a user subsample, ~1 h on 2 cores; "
+                   "gpu: the paper's protocol on all users (default: tiny)")
+    p.add_argument("--llm", default=None, help="local Hugging Face causal LM folder (default: the scale's)")
+    p.add_argument("--n-users", type=int, default=None, help="pool size: users sampled for selection (scale's)")
+    p.add_argument("--n-test-users", type=int, default=None, help="test users sampled (scale's)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (scale's)")
+    p.add_argument("--format", default=None, help="data format: dealrec, recbole or table (default: detected)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--cache-dir", default=None, help="item-embedding and selection caches (default: OUT/cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run_rec)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this bench (explicit options only)."""
+    parts = ["tunesift", "bench", "rec", "--data", args.data, "--methods", args.methods, "--seeds", str(args.seeds),
+             "--scale", args.scale, "--out", args.out]
+    for flag, value in (("--budget", args.budget), ("--first-seed", args.first_seed or None), ("--llm", args.llm),
+                        ("--n-users", args.n_users), ("--n-test-users", args.n_test_users),
+                        ("--epochs", args.epochs), ("--format", args.format), ("--threads", args.threads)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    return shlex.join(parts)
+
+
+def run_rec(args: argparse.Namespace) -> int:
+    from tunesift.bench.rec import run_rec_bench, scale_with
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    scale = scale_with(args.scale, n_users=args.n_users, n_test_users=args.n_test_users, epochs=args.epochs)
+    result = run_rec_bench(
+        args.data, args.out, methods=args.methods.split(","),
+        seeds=range(args.first_seed, args.first_seed + args.seeds), scale=scale, budget=args.budget,
+        llm=args.llm, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
+        command=_command(args),
+        format=args.format,
+    )
+    log.info("%d runs (%d computed now); wrote %s", len(result.records), len(result.ran),
+             ", ".join(str(p) for p in result.files.values()))
+    return 0

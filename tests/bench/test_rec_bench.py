@@ -1,0 +1,141 @@
+"""The `bench rec` harness on a synthetic DEALRec folder with a tiny model (a few seconds per run)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunesift.bench.rec import RecBench, check_methods, run_rec_bench, scale_with
+
+torch.set_num_threads(1)  # shared cores: avoid thread oversubscription
+
+
+def write_games_fixture(folder: Path, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Path:
+    """DEALRec layout: sequential_{train,valid,test}.txt and items.jsonl; some users without valid/test items."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = ["Mario", "Zelda", "Halo", "Tetris", "Portal", "Doom", "Sonic", "Metroid", "Kirby", "Pikachu"]
+    lines = {s: [] for s in ("train", "valid", "test")}
+    for u in range(1, n_users + 1):
+        seq = [int(x) for x in rng.integers(1, n_items + 1, size=rng.integers(3, 9))]
+        lines["train"].append(" ".join(map(str, [u, *seq])))
+        lines["valid"].append(" ".join(map(str, [u, *([int(rng.integers(1, n_items + 1))] if u % 4 else [])])))
+        lines["test"].append(" ".join(map(str, [u, *[int(x) for x in rng.integers(1, n_items + 1, size=u % 3)]])))
+    for s, ls in lines.items():
+        (folder / f"sequential_{s}.txt").write_text("\n".join(ls) + "\n")
+    with open(folder / "items.jsonl", "w") as f:
+        for i in range(1, n_items + 1):
+            f.write(json.dumps({"item_id": i, "title": f"{names[(i - 1) % 10]} {(i - 1) // 10 + 1} - PC"}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def games(tmp_path_factory):
+    return write_games_fixture(tmp_path_factory.mktemp("games") / "games")
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory, games):
+    from tunesift.finetune.tiny import build_tiny_causal_lm
+    from tunesift.rec.data import read_dealrec
+    from tunesift.rec.prompts import build_samples
+
+    data = read_dealrec(games)
+    texts = [s.text for s in build_samples(data, "train", max_tokens=128)] + data.titles[1:]
+    return build_tiny_causal_lm(texts, tmp_path_factory.mktemp("tiny-llm"), vocab_size=400, num_heads=2,
+                                pretrain_steps=30, pretrain_batch_size=8)
+
+
+def recall_from_generations(path: Path, k: int) -> float:
+    """Oracle: Recall@k recomputed from the saved top items and ground truth of each test user."""
+    vals = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        truth = set(row["target_items"])
+        vals.append(len(truth & set(row["top_items"][:k])) / len(truth))
+    return float(np.mean(vals))
+
+
+def test_resume_after_a_crash_redoes_nothing_finished(games, tiny_llm, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    calls = {"select": 0, "finetune": 0}
+    real_select, real_finetune = RecBench.select, RecBench.finetune
+
+    def counting_select(self, method, seed):
+        calls["select"] += 1
+        return real_select(self, method, seed)
+
+    def crashing_finetune(self, selected, seed, full):
+        calls["finetune"] += 1
+        if calls["finetune"] == 3:
+            raise RuntimeError("power cut")
+        return real_finetune(self, selected, seed, full)
+
+    monkeypatch.setattr(RecBench, "select", counting_select)
+    monkeypatch.setattr(RecBench, "finetune", crashing_finetune)
+    kw = dict(methods=["random", "full"], seeds=[0, 1], scale="tiny", llm=tiny_llm, device="cpu", progress=False)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_rec_bench(games, out, **kw)
+    done = sorted(p.parent.name for p in (out / "runs").glob("*/result.json"))
+    assert done == ["method=random,seed=0", "method=random,seed=1"]
+    # the crashed run's selection was saved before fine-tuning
+    assert (out / "runs" / "method=full,seed=0" / "selection.json").exists()
+    stamps = {d: (out / "runs" / d / "result.json").stat().st_mtime_ns for d in done}
+    assert calls == {"select": 3, "finetune": 3}
+
+    result = run_rec_bench(games, out, **kw)
+    assert result.ran == [{"method": "full", "seed": 0}, {"method": "full", "seed": 1}]
+    assert calls["select"] == 4  # only full/seed 1 selected again; full/seed 0 read its selection back
+    assert calls["finetune"] == 5
+    assert {d: (out / "runs" / d / "result.json").stat().st_mtime_ns for d in done} == stamps
+    assert [(r["method"], r["seed"]) for r in result.records] == [("random", 0), ("random", 1), ("full", 0), ("full", 1)]
+    for r in result.records:
+        assert r["n_selected"] == (8 if r["method"] == "random" else 40)
+        gens = out / "runs" / f"method={r['method']},seed={r['seed']}" / "generations.jsonl"
+        assert r["recall@10"] == pytest.approx(recall_from_generations(gens, 10))
+        assert r["finetune_s"] > 0 and r["eval_peak_rss_mb"] > 0
+    # a third call has nothing left to do
+    assert run_rec_bench(games, out, **kw).ran == []
+    # other settings in the same folder are refused
+    with pytest.raises(ValueError, match="budget"):
+        run_rec_bench(games, out, **{**kw, "methods": ["random"]}, budget=9)
+
+
+def test_methods_and_scales_are_checked(games, tmp_path):
+    assert check_methods(["random", " full"]) == ["random", "full"]
+    with pytest.raises(ValueError, match="unknown method"):
+        check_methods(["random", "bogus"])
+    with pytest.raises(ValueError, match="twice"):
+        check_methods(["random", "random"])
+    s = scale_with("cpu", n_users=64, epochs=7)
+    assert s.n_users == 64 and s.train.epochs == 7 and s.name == "cpu"
+    with pytest.raises(ValueError, match="n_test_users"):
+        scale_with("tiny", n_test_users=0)
+    with pytest.raises(ValueError, match="larger than the pool"):
+        RecBench(games, tmp_path / "b", "tiny", budget=41, device="cpu")
+
+
+def test_cli_tiny_bench_end_to_end(games, tmp_path):
+    """`tunesift bench rec --scale tiny` builds its own tiny LLM and writes every result file."""
+    from tunesift.cli import main
+
+    out = tmp_path / "out"
+    argv = ["bench", "rec", "--data", str(games), "--out", str(out), "--methods", "random,dealrec,full",
+            "--seeds", "1", "--scale", "tiny", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    md = (out / "results.md").read_text()
+    for method in ("random", "dealrec", "full"):
+        assert f"| {method} | 1 |" in md
+    assert "tunesift bench rec --data" in md and "Table 2" in md  # the folder is named games
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"recall@10_mean", "recall@20_std", "ndcg@20_mean", "selection_s_mean", "finetune_peak_rss_mb_mean"} <= set(header)
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["runs"]) == 3 and data["settings"]["budget"] == 8
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "tiny-llm" / "model.safetensors").exists()
+    sel = json.loads((out / "runs" / "method=dealrec,seed=0" / "selection.json").read_text())
+    assert len(sel["indices"]) == 8 == len(set(sel["indices"]))
+    assert main(argv) == 0  # resumes: nothing to do, same results
+    assert json.loads((out / "results.json").read_text())["runs"] == data["runs"]
