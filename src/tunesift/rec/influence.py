@@ -1,0 +1,427 @@
+"""Influence of each training sample on the empirical risk (Koh & Liang 2017, as DEALRec uses it).
+
+    I(s) = ∇θL(s)ᵀ · H⁻¹ · v,    v = (1/N) Σ_j ∇θL(s_j),
+
+with H the Hessian of the training loss over a chosen parameter subset θ. Because H⁻¹ is symmetric,
+one inverse-Hessian-vector product h = H⁻¹v serves every sample; each sample then costs one
+gradient and a dot product. h is estimated with LiSSA (Agarwal et al. 2017):
+
+    h₀ = v;  h_t = v + (1 − damping)·h_{t−1} − (∇²L(B_t)·h_{t−1}) / scale,
+
+B_t a random mini-batch, whose fixed point is h = scale·(H + damping·scale·I)⁻¹v. We divide by
+``scale`` at the end, so :func:`lissa` estimates ``(H + damping·scale·I)⁻¹ v``; DEALRec's code
+skips that division (a constant factor, irrelevant after min-max normalisation).
+
+The model protocol: ``model(*batch) -> (B,)`` per-sample losses (e.g. :class:`~tunesift.rec.sasrec.SASRec`),
+with ``batch`` a tuple of tensors whose first dimension indexes samples. Parameters outside the chosen
+subset are held fixed. Everything follows the device of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+
+log = logging.getLogger("tunesift")
+
+Batch = Sequence[torch.Tensor]
+
+
+class LissaDivergedError(ValueError):
+    """LiSSA's iterate blew up: the Hessian's largest eigenvalue exceeds what ``scale`` allows."""
+
+
+def split_parameters(model: nn.Module, names: Sequence[str] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(chosen parameters, everything else incl. buffers), both detached.
+
+    Args:
+        names: parameter names (``model.named_parameters()``); None = all parameters.
+    """
+    params = dict(model.named_parameters())
+    if names is None:
+        names = list(params)
+    names = list(names)
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise ValueError(f"unknown parameter name(s) {unknown}; the model has {', '.join(params)}")
+    if not names:
+        raise ValueError("the parameter subset is empty")
+    chosen = {n: params[n].detach() for n in names}
+    rest = {n: p.detach() for n, p in params.items() if n not in chosen}
+    rest.update({n: b for n, b in model.named_buffers()})
+    return chosen, rest
+
+
+def flatten(tensors: dict[str, torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
+    """Concatenate tensors into one vector per leading batch index: (*batch, P)."""
+    lead = next(iter(tensors.values())).shape[:batch_dims]
+    return torch.cat([t.reshape(*lead, -1) for t in tensors.values()], dim=-1)
+
+
+def unflatten(vector: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`flatten` for one vector."""
+    out, start = {}, 0
+    for n, t in like.items():
+        out[n] = vector[start : start + t.numel()].view_as(t)
+        start += t.numel()
+    if start != vector.numel():
+        raise ValueError(f"vector has {vector.numel()} entries, the parameters {start}")
+    return out
+
+
+def _loss_of(model: nn.Module, rest: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """(params, *batch) -> (B,) per-sample losses with ``params`` substituted."""
+
+    def losses(params: dict[str, torch.Tensor], *batch: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, {**rest, **params}, tuple(batch))
+
+    return losses
+
+
+def _chunks(n: int, size: int):
+    if size < 1:
+        raise ValueError(f"`batch_size` must be at least 1, got {size}")
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def per_sample_gradients(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
+                         batch_size: int = 256) -> torch.Tensor:
+    """Gradient of each sample's loss, batched with ``vmap(grad)``.
+
+    Args:
+        batch: tensors of shape (N, ...), one row per sample.
+        names: the parameter subset (None = all).
+        batch_size: samples per vmap call (memory is batch_size x P).
+    Returns:
+        (N, P) gradients, P = total size of the subset, in ``names`` order.
+    """
+    params, rest = split_parameters(model, names)
+    losses = _loss_of(model, rest)
+
+    def one(p: dict[str, torch.Tensor], *sample: torch.Tensor) -> torch.Tensor:
+        return losses(p, *(t.unsqueeze(0) for t in sample))[0]
+
+    per_sample = vmap(grad(one), in_dims=(None, *([0] * len(batch))))
+    n = batch[0].shape[0]
+    out = []
+    for sl in _chunks(n, batch_size):
+        out.append(flatten(per_sample(params, *(t[sl] for t in batch)), batch_dims=1))
+    return torch.cat(out) if out else torch.zeros(0, sum(p.numel() for p in params.values()))
+
+
+def per_sample_gradient_norms(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
+                              batch_size: int = 64) -> torch.Tensor:
+    """(N,) L2 norms of per-sample gradients, never holding more than ``batch_size`` x P numbers."""
+    n = batch[0].shape[0]
+    norms = [per_sample_gradients(model, [t[sl] for t in batch], names, batch_size).norm(dim=1)
+             for sl in _chunks(n, batch_size)]
+    return torch.cat(norms) if norms else torch.zeros(0)
+
+
+def mean_gradient(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
+                  batch_size: int = 1024) -> torch.Tensor:
+    """v = (1/N) Σ_j ∇θL(s_j): one ordinary backward per chunk of the summed losses. Returns (P,)."""
+    params, rest = split_parameters(model, names)
+    losses = _loss_of(model, rest)
+    n = batch[0].shape[0]
+    total = torch.zeros_like(flatten(params))
+    summed = grad(lambda p, *b: losses(p, *b).sum())
+    for sl in _chunks(n, batch_size):
+        total += flatten(summed(params, *(t[sl] for t in batch)))
+    return total / n
+
+
+def hessian_vector_product(model: nn.Module, batch: Batch, vector: torch.Tensor,
+                           names: Sequence[str] | None = None) -> torch.Tensor:
+    """∇²[(1/B) Σ L(s)] · vector for the samples in ``batch`` (forward-over-reverse). Returns (P,)."""
+    params, rest = split_parameters(model, names)
+    losses = _loss_of(model, rest)
+    mean_grad = grad(lambda p: losses(p, *batch).mean())
+    return flatten(jvp(mean_grad, (params,), (unflatten(vector, params),))[1])
+
+
+def hessian_matrix(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
+                   batch_size: int = 1024, chunk_size: int | None = 64) -> torch.Tensor:
+    """The exact Hessian of the mean loss over all of ``batch`` w.r.t. the subset: (P, P).
+
+    Meant for small subsets (P up to a few thousand): P Hessian-vector products per chunk of samples.
+    """
+    params, rest = split_parameters(model, names)
+    losses = _loss_of(model, rest)
+    n = batch[0].shape[0]
+    p_size = sum(t.numel() for t in params.values())
+    flat_params = flatten(params)
+    eye = torch.eye(p_size, dtype=flat_params.dtype, device=flat_params.device)
+    total = torch.zeros(p_size, p_size, dtype=flat_params.dtype, device=flat_params.device)
+    for sl in _chunks(n, batch_size):
+        part = [t[sl] for t in batch]
+        summed_grad = grad(lambda p: losses(p, *part).sum())
+
+        def hvp(direction: torch.Tensor) -> torch.Tensor:
+            return flatten(jvp(summed_grad, (params,), (unflatten(direction, params),))[1])
+
+        total += vmap(hvp, chunk_size=chunk_size)(eye)
+    hessian = total / n
+    return (hessian + hessian.T) / 2  # exact up to rounding; symmetrise
+
+
+def exact_inverse_hvp(hessian: torch.Tensor, vector: torch.Tensor, damping: float = 0.0) -> torch.Tensor:
+    """Solve (H + damping·I) x = v in float64. Returns x with the dtype of ``vector``."""
+    if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or hessian.shape[0] != vector.numel():
+        raise ValueError(f"hessian has shape {tuple(hessian.shape)}, vector {tuple(vector.shape)}")
+    if damping < 0:
+        raise ValueError(f"`damping` must be non-negative, got {damping}")
+    h64 = hessian.double() + damping * torch.eye(hessian.shape[0], dtype=torch.float64, device=hessian.device)
+    return torch.linalg.solve(h64, vector.double().reshape(-1)).to(vector.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# LiSSA
+
+
+@dataclass
+class LissaSettings:
+    """LiSSA settings; defaults are DEALRec's (T = 5000 steps of one sample, damp 0.01, scale 25, one
+    repeat)."""
+
+    depth: int = 5000  # recursion steps T per repeat
+    damping: float = 0.01
+    scale: float = 25.0  # must exceed about half the Hessian's largest eigenvalue
+    batch_size: int = 1  # samples per Hessian-vector product
+    repeats: int = 1  # independent estimates averaged
+    seed: int = 0
+    blowup: float = 1e3  # divergence when ‖h_t‖ > blowup · ‖v‖ · min(1/damping, t + 1)
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError(f"`depth` must be at least 1, got {self.depth}")
+        if not 0 <= self.damping < 1:
+            raise ValueError(f"`damping` must be in [0, 1), got {self.damping}")
+        if self.scale <= 0:
+            raise ValueError(f"`scale` must be positive, got {self.scale}")
+        if self.batch_size < 1 or self.repeats < 1:
+            raise ValueError("`batch_size` and `repeats` must be at least 1")
+
+
+@dataclass
+class LissaResult:
+    """h ≈ (H + damping·scale·I)⁻¹ v, with how the iteration behaved.
+
+    Attributes:
+        h: (P,) the estimate (averaged over repeats, divided by scale).
+        norms: (repeats, depth) ‖h_t‖ (before dividing by scale).
+        relative_change: per repeat, ‖h_T − h_{⌈0.9T⌉}‖ / ‖h_T‖ over the last 10% of the steps.
+        converged: every repeat ended finite with relative_change < 0.1 (stochastic steps never
+            settle exactly; a large change means more depth or a larger batch).
+    """
+
+    h: torch.Tensor
+    norms: np.ndarray
+    relative_change: list[float]
+    converged: bool
+    settings: LissaSettings
+    seconds: float = 0.0
+
+    def info(self) -> dict:
+        idx = np.unique(np.linspace(0, self.norms.shape[1] - 1, 21).astype(int))
+        return {"converged": self.converged, "relative_change": [round(x, 6) for x in self.relative_change],
+                "norm_trace": {int(i + 1): [float(f"{v:.6g}") for v in self.norms[:, i]] for i in idx},
+                "final_norm": float(self.h.norm()), "seconds": round(self.seconds, 3),
+                "settings": self.settings.__dict__}
+
+
+def lissa(hvp: Callable[[np.ndarray, torch.Tensor], torch.Tensor], v: torch.Tensor, n_samples: int,
+          settings: LissaSettings | None = None, progress: bool = False) -> LissaResult:
+    """Estimate (H + damping·scale·I)⁻¹ v by the LiSSA recursion.
+
+    Args:
+        hvp: ``hvp(indices, vector)`` = Hessian of the mean loss over samples ``indices`` times ``vector``.
+        v: (P,) the vector (the mean training gradient).
+        n_samples: sample indices are drawn uniformly (with replacement) from range(n_samples).
+    Raises:
+        LissaDivergedError: when ‖h_t‖ blows up; the advice is to raise ``scale``.
+    """
+    from tqdm.auto import tqdm
+
+    s = settings or LissaSettings()
+    if n_samples < 1:
+        raise ValueError("`n_samples` must be at least 1")
+    rng = np.random.default_rng(s.seed)
+    t0 = time.perf_counter()
+    v_norm = float(v.norm())
+    ceiling = s.blowup * max(v_norm, 1e-30)
+    total = torch.zeros_like(v)
+    norms = np.zeros((s.repeats, s.depth))
+    changes = []
+    bar = tqdm(total=s.depth * s.repeats, desc="LiSSA", unit="step", disable=not progress)
+    checkpoint = max(int(math.ceil(0.9 * s.depth)) - 1, 0)
+    for r in range(s.repeats):
+        h = v.clone()
+        h_mark = h
+        for t in range(s.depth):
+            idx = rng.integers(0, n_samples, size=s.batch_size)
+            h = v + (1.0 - s.damping) * h - hvp(idx, h) / s.scale
+            norm = float(h.norm())
+            norms[r, t] = norm
+            limit = ceiling * (min(1.0 / s.damping, t + 1.0) if s.damping > 0 else t + 1.0)
+            if not math.isfinite(norm) or norm > limit:
+                bar.close()
+                raise LissaDivergedError(
+                    f"LiSSA diverged at step {t + 1} of repeat {r + 1} (‖h‖ = {norm:.3g}, ‖v‖ = {v_norm:.3g}): "
+                    f"the Hessian's largest eigenvalue is above about 2·scale; raise the scale "
+                    f"(now {s.scale:g}, e.g. --lissa-scale {s.scale * 10:g}) or the damping")
+            if t == checkpoint:
+                h_mark = h
+            bar.update(1)
+        changes.append(float((h - h_mark).norm() / max(float(h.norm()), 1e-30)))
+        total += h
+    bar.close()
+    estimate = total / s.repeats / s.scale
+    converged = all(c < 0.1 for c in changes)
+    if not converged:
+        log.warning("LiSSA: the estimate still moved by %s over the last 10%% of steps (stochastic noise or "
+                    "slow convergence); consider a larger depth, "
+                    "batch size or more repeats", ", ".join(f"{c:.2%}" for c in changes))
+    return LissaResult(h=estimate, norms=norms, relative_change=changes, converged=converged, settings=s,
+                       seconds=time.perf_counter() - t0)
+
+
+def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None
+              ) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
+    """The ``hvp(indices, vector)`` callback of :func:`lissa` for a model and its training samples.
+
+    Reverse-over-reverse (double backward): for the small mini-batches LiSSA uses it is several times
+    faster on CPU than forward-over-reverse (:func:`hessian_vector_product`), with the same result.
+    """
+    params, rest = split_parameters(model, names)
+    device = next(iter(params.values())).device
+
+    def hvp(indices: np.ndarray, vector: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(indices, device=batch[0].device)
+        leaves = {n: t.detach().requires_grad_() for n, t in params.items()}
+        with torch.enable_grad():
+            loss = functional_call(model, {**rest, **leaves}, tuple(t[idx] for t in batch)).mean()
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+            directions = unflatten(vector.to(device), params)
+            dot = sum((g * directions[n]).sum() for g, n in zip(grads, leaves))
+            if not dot.requires_grad:  # the loss does not depend on the subset (e.g. no targets)
+                return torch.zeros_like(vector)
+            second = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
+        return torch.cat([(s if s is not None else torch.zeros_like(t)).reshape(-1)
+                          for s, t in zip(second, leaves.values())])
+
+    return hvp
+
+
+# --------------------------------------------------------------------------------------------------
+# scores
+
+
+def per_sample_dot(model: nn.Module, batch: Batch, vector: torch.Tensor, names: Sequence[str] | None = None,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """∇θL(s) · vector for every sample via forward-mode differentiation of the per-sample losses
+    (one jvp per chunk; the same numbers as ``per_sample_gradients(...) @ vector``). Returns (N,)."""
+    params, rest = split_parameters(model, names)
+    losses = _loss_of(model, rest)
+    tangent = unflatten(vector.to(next(iter(params.values())).device), params)
+    n = batch[0].shape[0]
+    out = [jvp(lambda p: losses(p, *(t[sl] for t in batch)), (params,), (tangent,))[1].detach()
+           for sl in _chunks(n, batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@dataclass
+class InfluenceResult:
+    """Influence on the empirical risk per sample (higher = removing it raises the loss more).
+
+    Attributes:
+        scores: (N,) ∇θL(s)ᵀ · h.
+        h: (P,) the inverse-Hessian-vector product used.
+        v_norm: ‖v‖, the mean training gradient's norm.
+        solver: "lissa" or "exact"; ``lissa`` holds its trace when LiSSA was used.
+    """
+
+    scores: np.ndarray
+    h: torch.Tensor
+    v_norm: float
+    parameters: list[str]
+    solver: str
+    lissa: LissaResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def info(self) -> dict:
+        out = {"solver": self.solver, "parameters": self.parameters, "n_parameters": int(self.h.numel()),
+               "v_norm": self.v_norm, "seconds": {k: round(t, 3) for k, t in self.seconds.items()}}
+        if self.lissa is not None:
+            out["lissa"] = self.lissa.info()
+        return out
+
+
+def influence_scores(
+    model: nn.Module,
+    batch: Batch,
+    names: Sequence[str] | None = None,
+    solver: str = "lissa",
+    lissa_settings: LissaSettings | None = None,
+    batch_size: int = 256,
+    scoring: str = "vmap",
+    progress: bool = False,
+) -> InfluenceResult:
+    """Influence of every sample in ``batch`` on the training loss of ``model`` (in eval mode).
+
+    Args:
+        names: the parameter subset θ (None = all parameters).
+        solver: "lissa" (stochastic, any size) or "exact" (forms the Hessian; small subsets only).
+            "exact" solves (H + damping·scale·I) x = v with the LiSSA settings' damping and scale,
+            i.e. the quantity LiSSA estimates.
+        scoring: "vmap" (per-sample gradients with vmap(grad), then dot products) or "jvp" (the same
+            dot products by forward-mode differentiation, without materialising gradients).
+    """
+    if solver not in ("lissa", "exact"):
+        raise ValueError(f"solver must be 'lissa' or 'exact', got {solver!r}")
+    if scoring not in ("vmap", "jvp"):
+        raise ValueError(f"scoring must be 'vmap' or 'jvp', got {scoring!r}")
+    settings = lissa_settings or LissaSettings()
+    chosen_names = list(names) if names is not None else [n for n, _ in model.named_parameters()]
+    was_training = model.training
+    model.eval()
+    seconds = {}
+    try:
+        t0 = time.perf_counter()
+        v = mean_gradient(model, batch, chosen_names, batch_size=max(batch_size, 1024))
+        seconds["mean_gradient"] = time.perf_counter() - t0
+        n = batch[0].shape[0]
+        t0 = time.perf_counter()
+        lissa_result = None
+        if solver == "lissa":
+            lissa_result = lissa(model_hvp(model, batch, chosen_names), v, n, settings, progress=progress)
+            h = lissa_result.h
+        else:
+            hessian = hessian_matrix(model, batch, chosen_names)
+            h = exact_inverse_hvp(hessian, v, settings.damping * settings.scale)
+        seconds["inverse_hvp"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if scoring == "jvp":
+            scores = per_sample_dot(model, batch, h, chosen_names, batch_size=max(batch_size, 1024))
+        else:
+            from tqdm.auto import tqdm
+
+            parts = []
+            for sl in tqdm(list(_chunks(n, batch_size)), desc="influence", unit="batch", disable=not progress):
+                parts.append(per_sample_gradients(model, [t[sl] for t in batch], chosen_names, batch_size) @ h)
+            scores = torch.cat(parts)
+        seconds["scores"] = time.perf_counter() - t0
+    finally:
+        model.train(was_training)
+    return InfluenceResult(scores=scores.detach().cpu().double().numpy(), h=h.detach(), v_norm=float(v.norm()),
+                           parameters=chosen_names, solver=solver, lissa=lissa_result, seconds=seconds)

@@ -1,0 +1,221 @@
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+from recfixtures import GAMES, tiny_titles, write_dealrec_folder
+
+from tunesift.rec.data import (
+    RecData,
+    load_rec_data,
+    load_restricted_npy,
+    read_dealrec,
+    read_interaction_table,
+    read_recbole,
+    split_by_global_time,
+)
+
+
+def test_dealrec_folder_roundtrip(tmp_path):
+    train, valid, test = write_dealrec_folder(tmp_path / "games")
+    data = load_rec_data(tmp_path / "games")
+    assert data.format == "dealrec" and data.name == "games"
+    assert data.users == list(range(1, 25))
+    assert data.train == train and data.valid == valid and data.test == test
+    assert data.titles == tiny_titles(20) and data.n_items == 20
+    counts = data.counts()
+    assert counts["train_interactions"] == sum(map(len, train))
+    assert counts["users_with_valid"] == sum(1 for v in valid if v)
+    assert data.warnings == {}
+
+
+def test_title_maps_npy_matches_items_jsonl(tmp_path):
+    folder = tmp_path / "games"
+    write_dealrec_folder(folder)
+    titles = tiny_titles(20)
+    maps = {"seqid2title": {str(i): t for i, t in enumerate(titles) if i},
+            "recid2title": {i - 1: t for i, t in enumerate(titles) if i}}
+    np.save(folder / "title_maps.npy", np.array(maps, dtype=object), allow_pickle=True)  # as DEALRec wrote it
+    assert load_restricted_npy(folder / "title_maps.npy") == maps
+    a = read_dealrec(folder, titles="items.jsonl")
+    b = read_dealrec(folder, titles="title_maps.npy")
+    assert a.titles == b.titles
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "title_maps.npy"
+    np.save(path, np.array({"seqid2title": _Hostile(marker)}, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_restricted_npy(path)
+    assert not marker.exists()
+    # a plain pickle that is not an object .npy is refused as well
+    raw = tmp_path / "raw.npy"
+    raw.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a .npy"):
+        load_restricted_npy(raw)
+
+
+def test_dealrec_bad_inputs(tmp_path):
+    folder = tmp_path / "d"
+    write_dealrec_folder(folder)
+    text = (folder / "sequential_train.txt").read_text().splitlines()
+    text[2] = text[2] + " x7"
+    (folder / "sequential_train.txt").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"sequential_train.txt:3: item id 'x7'"):
+        read_dealrec(folder)
+    write_dealrec_folder(folder)
+    lines = (folder / "sequential_valid.txt").read_text().splitlines()
+    (folder / "sequential_valid.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ValueError, match="users differ"):
+        read_dealrec(folder)
+    write_dealrec_folder(folder)
+    (folder / "sequential_test.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="sequential_test.txt"):
+        read_dealrec(folder)
+
+
+def test_dealrec_counts_missing_titles_and_empty_users(tmp_path):
+    folder = tmp_path / "d"
+    train, _, _ = write_dealrec_folder(folder)
+    rows = [json.loads(x) for x in (folder / "items.jsonl").read_text().splitlines()]
+    used = sorted({i for s in train for i in s})
+    dropped = used[:2]
+    with open(folder / "items.jsonl", "w") as f:
+        for r in rows:
+            if r["item_id"] not in dropped:
+                f.write(json.dumps(r) + "\n")
+    lines = (folder / "sequential_train.txt").read_text().splitlines()
+    lines[0] = "1"  # user 1 without training items
+    (folder / "sequential_train.txt").write_text("\n".join(lines) + "\n")
+    data = read_dealrec(folder)
+    assert data.warnings["users_without_train_items"] == 1
+    assert data.warnings["items_without_title"] >= 1
+    assert data.titles[dropped[1]] == f"item {dropped[1]}"
+
+
+def test_global_time_split_oracle():
+    # ten interactions given out of time order; the 8:1:1 cut is by time across all users
+    users = ["b", "a", "a", "b", "c", "a", "b", "c", "a", "c"]
+    items = [10, 11, 12, 10, 13, 14, 11, 12, 13, 10]
+    times = [5, 1, 2, 9, 3, 7, 4, 6, 8, 10]
+    data = split_by_global_time(users, items, times, {10: "Ten", 11: "Eleven", 12: "Twelve", 13: "Thirteen"})
+    # time order: t1 a11, t2 a12, t3 c13, t4 b11, t5 b10, t6 c12, t7 a14, t8 a13 | t9 b10 | t10 c10
+    assert data.users == ["a", "b", "c"]
+    assert data.item_ids == [None, 10, 11, 12, 13, 14]
+    ix = {orig: k for k, orig in enumerate(data.item_ids) if orig is not None}
+    assert data.train == [[ix[11], ix[12], ix[14], ix[13]], [ix[11], ix[10]], [ix[13], ix[12]]]
+    assert data.valid == [[], [ix[10]], []]
+    assert data.test == [[], [], [ix[10]]]
+    assert data.warnings["items_without_title"] == 1 and data.titles[ix[14]] == "item 14"
+
+
+def _table_rows():
+    return [
+        {"user": "u1", "item": "i1", "timestamp": 1, "title": "Alpha"},
+        {"user": "u2", "item": "i2", "timestamp": 2, "title": "Beta"},
+        {"user": "u1", "item": "i2", "timestamp": 3, "title": "Beta"},
+        {"user": "u2", "item": "i3", "timestamp": 4, "title": "Gamma\nDeluxe"},
+        {"user": "u1", "item": "i3", "timestamp": 5, "title": "Gamma\nDeluxe"},
+        {"user": "u2", "item": "i1", "timestamp": 6, "title": "Alpha"},
+        {"user": "u1", "item": "i4", "timestamp": 7, "title": "Delta"},
+        {"user": "u2", "item": "i4", "timestamp": 8, "title": "Delta"},
+        {"user": "u1", "item": "i5", "timestamp": 9, "title": "Epsilon"},
+        {"user": "u2", "item": "i5", "timestamp": 10, "title": "Epsilon"},
+    ]
+
+
+def test_interaction_table_formats_agree(tmp_path):
+    import pandas as pd
+
+    rows = _table_rows()
+    frame = pd.DataFrame(rows)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    with open(tmp_path / "t.jsonl", "w") as f:
+        for r in rows[::-1]:  # file order must not matter, only time
+            f.write(json.dumps(r) + "\n")
+    loaded = [read_interaction_table(tmp_path / f"t.{ext}") for ext in ("csv", "parquet", "jsonl")]
+    for d in loaded:
+        assert d.train == loaded[0].train and d.valid == loaded[0].valid and d.test == loaded[0].test
+        assert d.titles == ["", "Alpha", "Beta", "Gamma Deluxe", "Delta", "Epsilon"]
+    d = loaded[0]
+    assert d.users == ["u1", "u2"]
+    assert d.train == [[1, 2, 3, 4], [2, 3, 1, 4]] and d.valid == [[5], []] and d.test == [[], [5]]
+
+
+def test_interaction_table_errors(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user,item,time\n1,2,3\n")
+    with pytest.raises(ValueError, match="no column 'timestamp'"):
+        read_interaction_table(p)
+    p.write_text("user,item,timestamp\n1,2,3\n1,3,yesterday\n")
+    with pytest.raises(ValueError, match=r"t.csv:line 3: timestamp 'yesterday'"):
+        read_interaction_table(p)
+    p.write_text("user,item,timestamp\n1,,3\n")
+    with pytest.raises(ValueError, match="empty item"):
+        read_interaction_table(p)
+    p.write_text("user,item,timestamp\n1,2,2024-01-02T10:00:00\n1,3,2024-01-01\n")
+    d = read_interaction_table(p)
+    # ISO dates order by time: the 2024-01-01 item is first (train), the later one last (test)
+    assert [d.item_ids[i] for i in d.train[0]] == [3] and [d.item_ids[i] for i in d.test[0]] == [2]
+
+
+def test_recbole_atomic_files(tmp_path):
+    (tmp_path / "mini.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        + "".join(f"{u}\t{i}\t4\t{t}\n" for t, (u, i) in enumerate(
+            [(1, 5), (2, 6), (1, 6), (2, 7), (1, 7), (2, 5), (1, 8), (2, 8), (1, 9), (2, 9)]))
+    )
+    (tmp_path / "mini.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\n"
+        + "".join(f"{i}\tMovie {i}\t1999\n" for i in range(5, 10))
+    )
+    d = load_rec_data(tmp_path)
+    assert d.format == "recbole" and d.name == "mini"
+    assert d.titles == ["", "Movie 5", "Movie 6", "Movie 7", "Movie 8", "Movie 9"]
+    assert d.train == [[1, 2, 3, 4], [2, 3, 1, 4]] and d.valid == [[5], []] and d.test == [[], [5]]
+    (tmp_path / "mini.inter").write_text("user_id:token\titem_id:token\n1\t2\t3\n")
+    with pytest.raises(ValueError, match="3 fields, the header has 2"):
+        read_recbole(tmp_path)
+
+
+def test_recdata_rejects_out_of_range_items():
+    with pytest.raises(ValueError, match="outside 1..2"):
+        RecData(users=[1], train=[[3]], valid=[[]], test=[[]], titles=["", "a", "b"], item_ids=[None, 1, 2])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GAMES.exists(), reason="../shared/data/rec/games not present")
+def test_games_counts():
+    data = load_rec_data(GAMES)
+    c = data.counts()
+    assert (c["users"], c["items"], c["train_interactions"]) == (49156, 17332, 299987)
+    assert (c["users_with_valid"], c["users_with_test"]) == (9609, 8696)
+    assert data.warnings == {}
+    via_pickle = read_dealrec(GAMES, titles="title_maps.npy")
+    assert via_pickle.titles == data.titles
+
+
+@pytest.mark.slow
+def test_movielens_100k_from_recbole_wheel(tmp_path_factory):
+    from tunesift.rec.data import movielens_100k
+
+    try:
+        folder = movielens_100k()
+    except FileNotFoundError as e:  # no network to PyPI
+        pytest.skip(str(e))
+    data = load_rec_data(folder, name="movies")
+    c = data.counts()
+    assert c["users"] == 943 and c["items"] == 1682
+    assert c["train_interactions"] + c["valid_interactions"] + c["test_interactions"] == 100000
+    assert c["train_interactions"] == 80000

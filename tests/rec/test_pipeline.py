@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from recfixtures import build_tiny_lm, tiny_recdata, write_dealrec_folder
+
+import tunesift.rec  # noqa: F401  (registers the methods)
+from tunesift.cli import main
+from tunesift.rec import select_samples
+from tunesift.registry import REC_METHODS
+
+torch.set_num_threads(1)
+
+FAST = dict(surrogate_epochs=2, surrogate_batch_size=8, hidden_size=16, max_len=8, lissa_depth=20,
+            effort_batch_size=4, max_tokens=200)
+
+
+@pytest.fixture(scope="module")
+def lm_path(tmp_path_factory):
+    return str(build_tiny_lm(tmp_path_factory.mktemp("lm")))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_recdata(n_users=24, n_items=20, seed=0)
+
+
+@pytest.mark.parametrize("method", REC_METHODS.names())
+def test_every_method_picks_exactly_budget(method, data, lm_path, tmp_path):
+    result = select_samples(data, 6, method=method, seed=1, out_dir=tmp_path, llm=lm_path, device="cpu",
+                            progress=False, **FAST)
+    assert len(result.users) == 6 and len(set(result.users)) == 6
+    assert result.pool.tolist() == list(range(24))  # every tiny user has a training item
+    assert [s.user for s in result.samples] == result.users
+    assert [data.users[i] for i in result.indices] == result.users
+    n = result.pool.size
+    assert result.ranking.scores.shape == (n,)
+    table = pq.read_table(tmp_path / "scores.parquet").to_pydict()
+    assert {"id", "score", "rank", "selected", "influence", "effort", "stratum"} <= set(table)
+    assert sum(table["selected"]) == 6 and sorted(table["rank"]) == list(range(1, n + 1))
+    chosen = {i for i, sel in zip(table["id"], table["selected"]) if sel}
+    assert chosen == set(result.users)
+    uses_llm = REC_METHODS.get(method).uses_llm
+    assert np.isfinite(table["effort"]).all() == uses_llm
+    rows = [json.loads(x) for x in (tmp_path / "selected.jsonl").read_text().splitlines()]
+    assert [r["user"] for r in rows] == result.users
+    assert all(r["prompt"].endswith("### Response:\n") and r["response"] for r in rows)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["method"] == method and manifest["seed"] == 1 and "total" in manifest["timings_s"]
+    if method != "random":
+        assert "surrogate" in manifest["timings_s"]
+
+
+def test_rerun_uses_cache_and_fresh_runs_reproduce(data, lm_path, tmp_path):
+    first = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "a", llm=lm_path, device="cpu",
+                           progress=False, **FAST)
+    again = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "a", llm=lm_path, device="cpu",
+                           progress=False, **FAST)
+    stages = again.manifest["stages"]
+    assert stages["surrogate"]["cached"] and stages["influence"]["cached"] and stages["effort"]["cached"]
+    assert not first.manifest["stages"]["effort"]["cached"]
+    fresh = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "b", llm=lm_path, device="cpu",
+                           progress=False, **FAST)
+    for other in (again, fresh):
+        assert other.users == first.users
+        np.testing.assert_array_equal(other.ranking.columns["influence"], first.ranking.columns["influence"])
+        np.testing.assert_allclose(other.ranking.columns["effort"], first.ranking.columns["effort"], rtol=1e-6)
+    info = first.manifest["stages"]["influence"]
+    assert info["parameters"] == ["blocks.1.attention.output.weight"] and "lissa" in info
+    assert first.manifest["method_info"]["lambda"] == 0.3  # DEALRec's λ for Games
+    # a changed setting invalidates only what depends on it
+    changed = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "a", llm=lm_path, device="cpu",
+                             progress=False, **{**FAST, "lissa_depth": 30})
+    st = changed.manifest["stages"]
+    assert st["surrogate"]["cached"] and not st["influence"]["cached"] and st["effort"]["cached"]
+
+
+def test_effort_resumes_after_a_crash(data, lm_path, tmp_path, monkeypatch):
+    import tunesift.rec.effort as effort_module
+
+    real = effort_module.effort_scores
+    calls = []
+
+    def crashing(*args, **kwargs):
+        calls.append(len(args[2]))
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(effort_module, "effort_scores", crashing)
+    settings = {**FAST, "effort_chunk": 10}
+    with pytest.raises(RuntimeError, match="simulated"):
+        select_samples(data, 5, "greedy", out_dir=tmp_path, llm=lm_path, device="cpu", progress=False, **settings)
+    calls.clear()
+    monkeypatch.setattr(effort_module, "effort_scores", lambda *a, **k: (calls.append(len(a[2])), real(*a, **k))[1])
+    resumed = select_samples(data, 5, "greedy", out_dir=tmp_path, llm=lm_path, device="cpu", progress=False,
+                             **settings)
+    assert calls == [10, 4]  # the first chunk of 10 came from disk
+    clean = select_samples(data, 5, "greedy", out_dir=tmp_path / "clean", llm=lm_path, device="cpu",
+                           progress=False, **settings)
+    np.testing.assert_allclose(resumed.ranking.columns["effort"], clean.ranking.columns["effort"], rtol=1e-6)
+
+
+def test_api_errors(data):
+    with pytest.raises(ValueError, match="budget must be in 1..24"):
+        select_samples(data, 25, "random", progress=False)
+    with pytest.raises(TypeError, match="unknown setting"):
+        select_samples(data, 2, "random", progress=False, lisa_depth=3)
+    with pytest.raises(ValueError, match="unknown rec method"):
+        select_samples(data, 2, "nope", progress=False)
+    with pytest.raises(ValueError, match="`influence_solver`"):
+        select_samples(data, 2, "random", progress=False, influence_solver="cg")
+
+
+def test_cli_end_to_end(tmp_path, lm_path, capsys):
+    folder = tmp_path / "games"
+    write_dealrec_folder(folder, n_users=24, n_items=20, seed=5)
+    out = tmp_path / "out"
+    args = ["dealrec", "--data", str(folder), "--budget", "5", "--out", str(out), "--llm", lm_path,
+            "--surrogate-epochs", "2", "--surrogate-batch-size", "8", "--hidden-size", "16", "--max-len", "8",
+            "--lissa-depth", "20", "--effort-batch-size", "4", "--strata", "4", "--lambda", "0.5",
+            "--seed", "3", "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method_settings"] == {"lam": 0.5, "strata": 4, "hard_prune": 0.1}
+    assert manifest["data"]["counts"]["users"] == 24 and manifest["data"]["fingerprint"]
+    assert {"surrogate", "influence", "effort", "prompts", "select", "total"} <= set(manifest["timings_s"])
+    assert "converged" in manifest["stages"]["influence"]["lissa"]
+    table = pq.read_table(out / "scores.parquet").to_pydict()
+    assert sum(table["selected"]) == 5 and max(table["stratum"]) <= 3
+    rows = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {"user", "prompt", "response"} <= set(rows[0])
+    # same command, other method, reusing the cached surrogate
+    assert main([*args[:6], str(out / "ccs"), *args[7:], "--method", "ccs"]) == 0
+    # bad input: a clear error, exit code 2
+    assert main(["dealrec", "--data", str(folder), "--budget", "99", "--out", str(out), "--method", "random",
+                 "--no-progress"]) == 2
+    assert "budget must be in 1..24" in capsys.readouterr().err
