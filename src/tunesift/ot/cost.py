@@ -54,12 +54,19 @@ class BlockCost:
         self._work = torch.empty(self.block_size, self.m, dtype=x.dtype, device=x.device)
         self._scratch: torch.Tensor | None = None
         self.stored: torch.Tensor | None = None
+        # the spread of -C_ij/eps within a row is at most 4 max||x|| max||y|| / eps (Cauchy-Schwarz)
+        # plus the spread of -||y_j||^2/eps
+        norms = self.x_sq_over_eps.max().sqrt() * self.y_sq_over_eps.max().sqrt()
+        self._row_spread = float(4.0 * norms) + float(self.y_sq_over_eps.max() - self.y_sq_over_eps.min())
         need = self.n * self.m * x.element_size()
         if cost_memory_budget and need <= cost_memory_budget:
             stored = torch.empty(self.n, self.m, dtype=x.dtype, device=x.device)  # (N, M) = -C/eps
+            spread = torch.zeros((), dtype=x.dtype, device=x.device)
             for start, stop in self.blocks():
-                self._neg_cost_online(start, stop, stored[start:stop])
+                block = self._neg_cost_online(start, stop, stored[start:stop])
+                spread = torch.maximum(spread, (block.amax(1) - block.amin(1)).max())
             self.stored = stored
+            self._row_spread = float(spread)
 
     @property
     def is_stored(self) -> bool:
@@ -73,6 +80,14 @@ class BlockCost:
     def workspace(self, rows: int) -> torch.Tensor:
         """A reusable (rows, M) buffer; its content is overwritten by the next block."""
         return self._work[:rows]
+
+    def row_spread_bound(self, col_shift: torch.Tensor) -> float:
+        """An upper bound of ``max_j s_ij - min_j s_ij`` over all rows of ``s = -C/eps + col_shift``.
+
+        The sweeps use it to skip clamping before ``exp`` when no entry can fall below the float
+        range (exp is about 30 times slower on inputs that underflow).
+        """
+        return self._row_spread + float(col_shift.max() - col_shift.min())
 
     def scratch(self, rows: int) -> torch.Tensor:
         """A second reusable (rows, M) buffer, allocated on first use."""

@@ -9,11 +9,17 @@ the error every ``inner_iterations``), and the marginal error comes for free.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from tunesift.ot.cost import BlockCost
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """``log`` of the smallest normal float: below it ``exp`` underflows (and runs much slower)."""
+    return math.log(torch.finfo(dtype).tiny)
 
 
 @dataclass
@@ -59,6 +65,8 @@ def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Te
     """
     eps = cost.epsilon
     g_over_eps = g / eps
+    floor = exp_floor(g.dtype)
+    clamp = cost.row_spread_bound(g_over_eps) > -floor
     col_acc = torch.zeros(cost.m, dtype=g.dtype, device=g.device)
     col_scale = torch.full((), float("-inf"), dtype=g.dtype, device=g.device)
     row_error = None if f_old is None else torch.zeros((), dtype=g.dtype, device=g.device)
@@ -70,7 +78,10 @@ def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Te
         scores, row_const = cost.row_scores(start, stop, g_over_eps)  # (B, M)
         saved = cost.scratch(stop - start).copy_(scores) if measure else None
         row_max = scores.amax(1, keepdim=True)  # (B, 1)
-        exps = scores.sub_(row_max).exp_()  # (B, M), each row's largest entry is 1
+        scores.sub_(row_max)
+        if clamp:
+            scores.clamp_min_(floor)  # the entries below exp's range: at most `tiny` instead of 0
+        exps = scores.exp_()  # (B, M), each row's largest entry is 1
         sums = exps.sum(1)  # (B,)
         log_sums = sums.log()
         lse = row_max.squeeze(1) + log_sums
@@ -115,12 +126,13 @@ def column_lse_sweep(cost: BlockCost, f: torch.Tensor) -> torch.Tensor:
     below the float range (very small epsilon, far from convergence).
     """
     f_over_eps = f / cost.epsilon
+    floor = exp_floor(f.dtype)
     run_max = torch.full((cost.m,), float("-inf"), dtype=f.dtype, device=f.device)
     run_sum = torch.zeros(cost.m, dtype=f.dtype, device=f.device)
     for start, stop in cost.blocks():
         scores = cost.neg_cost(start, stop).add_(f_over_eps[start:stop, None])  # (B, M)
         block_max = scores.amax(0)  # (M,)
-        block_sum = scores.sub_(block_max).exp_().sum(0)
+        block_sum = scores.sub_(block_max).clamp_min_(floor).exp_().sum(0)
         new_max = torch.maximum(run_max, block_max)
         run_sum = run_sum * torch.exp(run_max - new_max) + block_sum * torch.exp(block_max - new_max)
         run_max = new_max
@@ -141,12 +153,13 @@ def measure_sweep(cost: BlockCost, f: torch.Tensor, g: torch.Tensor) -> Measure:
     """Row and column sums, total mass and ``<P, C>`` of ``P_ij = exp((f_i + g_j - C_ij)/eps)``."""
     eps = cost.epsilon
     f_over_eps, g_over_eps = f / eps, g / eps
+    floor = exp_floor(f.dtype)
     row_sums = torch.empty(cost.n, dtype=f.dtype, device=f.device)
     col_sums = torch.zeros(cost.m, dtype=f.dtype, device=f.device)
     transport = torch.zeros((), dtype=torch.float64, device=f.device)
     for start, stop in cost.blocks():
         neg_cost = cost.neg_cost(start, stop)  # (B, M) = -C/eps
-        plan = torch.exp(neg_cost + f_over_eps[start:stop, None] + g_over_eps[None, :])
+        plan = (neg_cost + f_over_eps[start:stop, None] + g_over_eps[None, :]).clamp_min_(floor).exp_()
         row_sums[start:stop] = plan.sum(1)
         col_sums += plan.sum(0)
         transport -= eps * torch.dot(plan.view(-1), neg_cost.reshape(-1)).double()
