@@ -139,3 +139,20 @@ def test_cli_tiny_bench_end_to_end(games, tmp_path):
     assert len(sel["indices"]) == 8 == len(set(sel["indices"]))
     assert main(argv) == 0  # resumes: nothing to do, same results
     assert json.loads((out / "results.json").read_text())["runs"] == data["runs"]
+
+
+GAMES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "rec" / "games"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (GAMES / "sequential_train.txt").exists(), reason="../shared/data/rec/games is absent")
+def test_tiny_bench_on_real_games(tmp_path):
+    """The tiny scale on a slice of the real Games data: 40 pool users, 16 test users, all 17,332 items."""
+    result = run_rec_bench(GAMES, tmp_path / "out", methods=["random", "full"], seeds=[0], scale="tiny",
+                           device="cpu", progress=False)
+    assert [r["n_selected"] for r in result.records] == [8, 40]
+    for r in result.records:
+        assert r["n_test_users"] == 16 and 0.0 <= r["recall@20"] <= 1.0
+        top = json.loads((tmp_path / "out" / "runs" / f"method={r['method']},seed=0" / "generations.jsonl")
+                         .read_text().splitlines()[0])["top_items"]
+        assert len(top) == 10 and all(1 <= i <= 17332 for i in top)

@@ -10,8 +10,9 @@ Three scales:
 
 - ``tiny``: a 2-layer, 32-wide Llama with a BPE tokenizer trained on the data, built offline in
   ``<out>/tiny-llm``; a few dozen users; every stage shortened. Finishes in about a minute (for CI).
-- ``cpu``: SmolLM2-135M-Instruct on a seeded subsample of users and test users, short fine-tuning
-  (see :data:`SCALES`); sized for roughly an hour on 2 CPU cores with the default 6 methods x 3 seeds.
+- ``cpu``: SmolLM2-135M-Instruct on a seeded subsample of 128 pool users and 32 test users, budget 16,
+  short fine-tuning on the response tokens, 2 beams (see :data:`SCALES`); sized for roughly an hour on 2
+  unloaded CPU cores with the default 6 methods x 3 seeds (plus ~10 min, once, to embed the 17k titles).
 - ``gpu``: the paper's protocol on all users: budget 1024, LoRA r=8 on q/v, lr 1e-4, effective batch 128,
   up to 50 epochs with early stopping (patience 5), 4 beams, 128 new tokens, K = 10, 20.
 
@@ -28,6 +29,7 @@ they finish, so an interrupted bench resumes at the stage it was in.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -119,15 +121,17 @@ SCALES: dict[str, RecScale] = {
         tiny_model={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "vocab_size": 400, "pretrain_steps": 100,
                     "pretrain_batch_size": 8},
     ),
-    # Sized from the measured CPU costs in docs/assets.md (SmolLM2 forward+backward ~2.3 s per sample,
-    # forward ~0.5 s): ~3 optimizer steps per epoch for the few-shot runs, one epoch of the pool for
-    # `full`, 32 test users. Larger learning rate than the paper's because there are so few steps.
+    # Sized from the CPU costs in docs/assets.md (SmolLM2 forward+backward ~2.3 s per sample, forward
+    # ~0.5 s, on 2 cores): 8 optimizer steps for the few-shot runs, one epoch of the pool for `full`,
+    # 32 test users. With so few steps the learning rate is higher than the paper's and the loss covers
+    # the response only (the model must learn to answer with one title and stop), and 2 beams halve the
+    # cost of generation (HF beam search runs the prompt once per beam).
     "cpu": RecScale(
         name="cpu", n_users=128, n_test_users=32, budget=16, llm=None, max_tokens=256, max_val=8,
-        train=LoraTrainSettings(learning_rate=5e-4, epochs=3, batch_size=8, micro_batch_size=4, warmup_steps=2,
-                                patience=2, max_length=288),
+        train=LoraTrainSettings(learning_rate=1e-3, epochs=2, batch_size=4, micro_batch_size=4, warmup_steps=2,
+                                patience=2, max_length=288, train_on_prompt=False),
         full_epochs=1,
-        generation=GenerationSettings(num_beams=4, max_new_tokens=24, batch_size=8, max_prompt_tokens=256),
+        generation=GenerationSettings(num_beams=2, max_new_tokens=24, batch_size=8, max_prompt_tokens=256),
         ks=(10, 20),
         pipeline={"effort_batch_size": 4},
         embed_batch_size=64,
@@ -245,8 +249,11 @@ class RecBench:
         if self.budget > len(self.pool_users):
             raise ValueError(f"budget {self.budget} is larger than the pool ({len(self.pool_users)} users with a "
                              f"training item at scale {self.scale.name})")
-        # the pool as its own dataset: selection and `full` see only these users
-        self.pool = full_data.subset_users(self.pool_users)
+        # the pool as its own dataset: selection and `full` see only these users; its fingerprint names
+        # the subsample, so selection caches shared between benches never mix two pools
+        pool = full_data.subset_users(self.pool_users)
+        digest = hashlib.sha256(f"{full_data.fingerprint}:{self.pool_users}".encode()).hexdigest()
+        self.pool = dataclasses.replace(pool, fingerprint=digest) if len(self.pool_users) < full_data.n_users else pool
 
         settings = {
             "data": {"source": full_data.source, "fingerprint": full_data.fingerprint, "name": full_data.name,
@@ -462,7 +469,9 @@ class RecBench:
             f"LLM {self.settings['llm']}; LoRA r={s.lora['r']} on {', '.join(s.lora['targets'])}; "
             f"lr {s.train.learning_rate}, effective batch {s.train.batch_size}, epochs {s.train.epochs}"
             + (f" (`full`: {s.full_epochs})" if s.full_epochs is not None else "")
-            + f", patience {s.train.patience}; {s.generation.num_beams} beams, "
+            + f", patience {s.train.patience}, loss on "
+            + ("prompt + response (as BIGRec's code)" if s.train.train_on_prompt else "the response only")
+            + f"; {s.generation.num_beams} beams, "
             f"{s.generation.max_new_tokens} new tokens; prompts cut at {s.max_tokens} tokens.",
         ]
         if self.item_measurement is not None:

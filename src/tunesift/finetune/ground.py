@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from tunesift.embed import texts_key
+from tunesift.finetune.lora import forward_hidden_states
 from tunesift.finetune.metrics import RankingMetrics, metrics_from_ranks, top_k_from_distances, truth_ranks_from_distances
 from tunesift.io.atomic import atomic_write
 
@@ -97,8 +98,8 @@ def last_token_states(model, tokenizer, texts: Sequence[str], batch_size: int = 
                     ids[row, width - n:] = torch.tensor(encoded[i])
                     mask[row, width - n:] = 1
                 positions = (mask.cumsum(1) - 1).clamp_min(0)  # (B, T), 0 at each text's first token
-                result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               position_ids=positions.to(device), output_hidden_states=True, use_cache=False)
+                result = forward_hidden_states(model, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                               position_ids=positions.to(device))
                 states = result.hidden_states[-1][:, -1, :].float().cpu().numpy()  # (B, d)
                 if out is None:
                     out = np.empty((len(encoded), states.shape[1]), dtype=np.float32)

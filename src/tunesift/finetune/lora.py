@@ -182,6 +182,18 @@ def _collate(batch: Sequence[EncodedSample], pad_id: int):
     return ids, mask, labels
 
 
+def forward_hidden_states(model, **inputs):
+    """A forward pass that returns every layer's hidden states, asking for the logits of the last position
+    only (``logits_to_keep=1``: a (B, T, vocab) tensor is never formed); models that do not take
+    ``logits_to_keep`` get a plain forward pass."""
+    try:
+        return model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+    except TypeError as e:
+        if "logits_to_keep" not in str(e):
+            raise
+        return model(**inputs, output_hidden_states=True, use_cache=False)
+
+
 def token_loss_sum(model, input_ids, attention_mask, labels):
     """Sum of next-token cross-entropies over label positions, and how many there are.
 
@@ -196,8 +208,7 @@ def token_loss_sum(model, input_ids, attention_mask, labels):
     """
     import torch
 
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                use_cache=False, logits_to_keep=1)
+    out = forward_hidden_states(model, input_ids=input_ids, attention_mask=attention_mask)
     hidden = out.hidden_states[-1][:, :-1, :]  # (B, T-1, d): state at t predicts token t+1
     target = labels[:, 1:]  # (B, T-1)
     keep = target != IGNORE
