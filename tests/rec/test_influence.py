@@ -60,6 +60,21 @@ def test_per_sample_gradients_equal_plain_loop(small, subset):
     assert (loop.abs().sum(1) > 0).sum() > 20  # most rows have targets: the check is not vacuous
 
 
+def test_trimmed_chunks_give_the_same_gradients(small):
+    from tunesift.rec.sasrec import length_order, trim_padding
+
+    model, batch, names = small
+    order = length_order(batch[0])
+    rows = [t[order] for t in batch]
+    plain = per_sample_gradients(model, rows, names, batch_size=6)
+    trimmed = per_sample_gradients(model, rows, names, batch_size=6, prepare=trim_padding)
+    torch.testing.assert_close(trimmed, plain, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(mean_gradient(model, rows, names, batch_size=6, prepare=trim_padding),
+                               plain.mean(0), rtol=1e-4, atol=1e-8)
+    norms = per_sample_gradient_norms(model, rows, None, batch_size=6, prepare=trim_padding)
+    torch.testing.assert_close(norms, per_sample_gradient_norms(model, rows, None, batch_size=30), rtol=1e-4, atol=1e-7)
+
+
 def test_mean_gradient_hessian_and_hvp_oracles(small):
     model, batch, names = small
     g = per_sample_gradients(model, batch, names)

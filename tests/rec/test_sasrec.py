@@ -27,6 +27,17 @@ def _model(n_items=20, seed=0, **kw):
     return SASRec(cfg).eval()
 
 
+def test_dropout_keeps_the_mean_and_drops_p():
+    from tunesift.rec.sasrec import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.ones(200_000)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01 and abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(drop.eval()(x), x)
+
+
 def test_training_rows_follow_dealrec():
     train = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11]]
     t = training_tensors(train, n_items=12, max_len=3, seed=0)
@@ -83,6 +94,21 @@ def test_each_sequence_is_independent_of_its_batch_and_padding_is_inert():
     x[0, -1] = (x[0, -1] % 20) + 1
     h2 = model.encode(x)
     torch.testing.assert_close(h1[0, :-1], h2[0, :-1])
+
+
+def test_trimming_shared_padding_is_exact():
+    from tunesift.rec.sasrec import length_order, trim_padding
+
+    model = _model(max_len=12)
+    train, _, _ = tiny_sequences(n_users=10, n_items=20, seed=6, max_train=6)
+    t = training_tensors(train, 20, max_len=12, seed=0)
+    batch = t.loss_batch()
+    trimmed = trim_padding(batch)
+    assert trimmed[0].shape[1] < 12 and (batch[0][:, : 12 - trimmed[0].shape[1]] == 0).all()
+    torch.testing.assert_close(model(*trimmed), model(*batch), rtol=1e-5, atol=1e-7)
+    order = length_order(batch[0])
+    lengths = (batch[0][order] > 0).sum(1)
+    assert (lengths[1:] >= lengths[:-1]).all()
 
 
 def _metrics_oracle(scores, answers, exclude, k):

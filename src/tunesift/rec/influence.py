@@ -33,6 +33,11 @@ from torch.func import functional_call, grad, jvp, vmap
 log = logging.getLogger("tunesift")
 
 Batch = Sequence[torch.Tensor]
+Prepare = Callable[[Batch], Batch]  # applied to every chunk before use, e.g. cutting shared padding
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
 
 
 class LissaDivergedError(ValueError):
@@ -95,13 +100,14 @@ def _chunks(n: int, size: int):
 
 
 def per_sample_gradients(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
-                         batch_size: int = 256) -> torch.Tensor:
+                         batch_size: int = 256, prepare: Prepare | None = None) -> torch.Tensor:
     """Gradient of each sample's loss, batched with ``vmap(grad)``.
 
     Args:
         batch: tensors of shape (N, ...), one row per sample.
         names: the parameter subset (None = all).
         batch_size: samples per vmap call (memory is batch_size x P).
+        prepare: applied to each chunk before the call (e.g. ``sasrec.trim_padding``).
     Returns:
         (N, P) gradients, P = total size of the subset, in ``names`` order.
     """
@@ -114,30 +120,120 @@ def per_sample_gradients(model: nn.Module, batch: Batch, names: Sequence[str] | 
     per_sample = vmap(grad(one), in_dims=(None, *([0] * len(batch))))
     n = batch[0].shape[0]
     out = []
+    prepare = prepare or _identity
     for sl in _chunks(n, batch_size):
-        out.append(flatten(per_sample(params, *(t[sl] for t in batch)), batch_dims=1))
+        out.append(flatten(per_sample(params, *prepare([t[sl] for t in batch])), batch_dims=1))
     return torch.cat(out) if out else torch.zeros(0, sum(p.numel() for p in params.values()))
 
 
+def _embedding_squared_norms(model: nn.Module, batch: Batch, modules: dict[str, nn.Embedding]
+                             ) -> tuple[torch.Tensor, list[str]]:
+    """(B,) squared norms of each sample's gradient w.r.t. the weights of ``modules`` (embeddings),
+    and the modules that could not be handled (looked up with ids not indexed by sample, e.g. positions
+    shared by the whole batch): their weights need the dense path.
+
+    A sample touches few rows of an embedding table, so its gradient is sparse: the gradient of row r
+    is the sum of the output gradients at the positions that looked r up. One batched backward of
+    Σ_s L(s) gives every output gradient (samples do not interact); rows are then summed per
+    (sample, row) and squared. The padding row gets no gradient, as in ``nn.Embedding``.
+    """
+    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in modules}
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: calls[n].append((inp[0], out)))
+               for n, m in modules.items()]
+    weights = [m.weight for m in modules.values()]
+    saved = [w.requires_grad for w in weights]
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        with torch.enable_grad():
+            losses = model(*batch)
+            outputs = [out for n in modules for _, out in calls[n]]
+            grads = torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+        for w, flag in zip(weights, saved):
+            w.requires_grad_(flag)
+    b = losses.shape[0]
+    total = torch.zeros(b, dtype=torch.float64, device=losses.device)
+    misaligned = []
+    k = 0
+    for name, module in modules.items():
+        rows = module.weight.shape[0]
+        ids, gs = [], []
+        pairs = list(zip(calls[name], grads[k : k + len(calls[name])]))
+        k += len(calls[name])
+        if not pairs:
+            continue
+        if any(inp.ndim < 1 or inp.shape[0] != b for (inp, _), _ in pairs):
+            misaligned.append(name)
+            continue
+        for (inp, out), g in pairs:
+            ids.append(inp.reshape(b, -1))
+            gs.append((g if g is not None else torch.zeros_like(out)).reshape(b, -1, out.shape[-1]))
+        ids_all = torch.cat(ids, 1)  # (B, K)
+        g_all = torch.cat(gs, 1).double()  # (B, K, d)
+        sample = torch.arange(b, device=ids_all.device)[:, None].expand_as(ids_all)
+        keep = ids_all != (module.padding_idx if module.padding_idx is not None else -1)
+        keys = (sample * rows + ids_all)[keep]
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        summed = torch.zeros(unique.numel(), g_all.shape[-1], dtype=torch.float64, device=g_all.device)
+        summed.index_add_(0, inverse, g_all[keep])
+        total.index_add_(0, unique // rows, summed.pow(2).sum(1))
+    return total, misaligned
+
+
 def per_sample_gradient_norms(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
-                              batch_size: int = 64) -> torch.Tensor:
-    """(N,) L2 norms of per-sample gradients, never holding more than ``batch_size`` x P numbers."""
-    n = batch[0].shape[0]
-    norms = [per_sample_gradients(model, [t[sl] for t in batch], names, batch_size).norm(dim=1)
-             for sl in _chunks(n, batch_size)]
-    return torch.cat(norms) if norms else torch.zeros(0)
+                              batch_size: int = 64, progress: bool = False,
+                              prepare: Prepare | None = None) -> torch.Tensor:
+    """(N,) L2 norms of per-sample gradients w.r.t. ``names`` (None = all parameters).
+
+    Weights of plain ``nn.Embedding`` tables (e.g. SASRec's item embeddings, most of its parameters)
+    take a sparse path (:func:`_embedding_squared_norms`); the rest use ``vmap(grad)`` in chunks of
+    ``batch_size``, never holding more than ``batch_size`` x P numbers.
+    """
+    params = dict(model.named_parameters())
+    names = list(params) if names is None else list(names)
+    sparse: dict[str, nn.Embedding] = {}
+    for n in names:
+        module_name, _, attr = n.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        if (isinstance(module, nn.Embedding) and attr == "weight" and module.max_norm is None
+                and not module.scale_grad_by_freq and not module.sparse):
+            sparse[module_name] = module
+    from tqdm.auto import tqdm
+
+    n_rows = batch[0].shape[0]
+    out = []
+    for sl in tqdm(list(_chunks(n_rows, batch_size)), desc="gradient norms", unit="batch", disable=not progress):
+        part = list((prepare or _identity)([t[sl] for t in batch]))
+        squared = torch.zeros(sl.stop - sl.start, dtype=torch.float64, device=part[0].device)
+        if sparse:
+            sparse_squared, misaligned = _embedding_squared_norms(model, part, sparse)
+            for name in misaligned:  # e.g. position embeddings: dense from now on
+                del sparse[name]
+            if misaligned:
+                sparse_squared, _ = _embedding_squared_norms(model, part, sparse) if sparse else (0.0, [])
+            squared += sparse_squared
+        dense = [n for n in names if n.rpartition(".")[0] not in sparse]
+        if dense:
+            squared += per_sample_gradients(model, part, dense, batch_size).double().pow(2).sum(1)
+        out.append(squared.sqrt().float())
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def mean_gradient(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
-                  batch_size: int = 1024) -> torch.Tensor:
+                  batch_size: int = 1024, progress: bool = False, prepare: Prepare | None = None) -> torch.Tensor:
     """v = (1/N) Σ_j ∇θL(s_j): one ordinary backward per chunk of the summed losses. Returns (P,)."""
+    from tqdm.auto import tqdm
+
     params, rest = split_parameters(model, names)
     losses = _loss_of(model, rest)
     n = batch[0].shape[0]
     total = torch.zeros_like(flatten(params))
     summed = grad(lambda p, *b: losses(p, *b).sum())
-    for sl in _chunks(n, batch_size):
-        total += flatten(summed(params, *(t[sl] for t in batch)))
+    for sl in tqdm(list(_chunks(n, batch_size)), desc="mean gradient", unit="batch", disable=not progress):
+        total += flatten(summed(params, *(prepare or _identity)([t[sl] for t in batch])))
     return total / n
 
 
@@ -151,7 +247,7 @@ def hessian_vector_product(model: nn.Module, batch: Batch, vector: torch.Tensor,
 
 
 def hessian_matrix(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
-                   batch_size: int = 1024, chunk_size: int | None = 64) -> torch.Tensor:
+                   batch_size: int = 1024, chunk_size: int | None = 64, prepare: Prepare | None = None) -> torch.Tensor:
     """The exact Hessian of the mean loss over all of ``batch`` w.r.t. the subset: (P, P).
 
     Meant for small subsets (P up to a few thousand): P Hessian-vector products per chunk of samples.
@@ -164,7 +260,7 @@ def hessian_matrix(model: nn.Module, batch: Batch, names: Sequence[str] | None =
     eye = torch.eye(p_size, dtype=flat_params.dtype, device=flat_params.device)
     total = torch.zeros(p_size, p_size, dtype=flat_params.dtype, device=flat_params.device)
     for sl in _chunks(n, batch_size):
-        part = [t[sl] for t in batch]
+        part = list((prepare or _identity)([t[sl] for t in batch]))
         summed_grad = grad(lambda p: losses(p, *part).sum())
 
         def hvp(direction: torch.Tensor) -> torch.Tensor:
@@ -296,7 +392,7 @@ def lissa(hvp: Callable[[np.ndarray, torch.Tensor], torch.Tensor], v: torch.Tens
                        seconds=time.perf_counter() - t0)
 
 
-def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None
+def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None, prepare: Prepare | None = None
               ) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
     """The ``hvp(indices, vector)`` callback of :func:`lissa` for a model and its training samples.
 
@@ -310,7 +406,8 @@ def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None
         idx = torch.as_tensor(indices, device=batch[0].device)
         leaves = {n: t.detach().requires_grad_() for n, t in params.items()}
         with torch.enable_grad():
-            loss = functional_call(model, {**rest, **leaves}, tuple(t[idx] for t in batch)).mean()
+            part = tuple((prepare or _identity)([t[idx] for t in batch]))
+            loss = functional_call(model, {**rest, **leaves}, part).mean()
             grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
             directions = unflatten(vector.to(device), params)
             dot = sum((g * directions[n]).sum() for g, n in zip(grads, leaves))
@@ -328,14 +425,15 @@ def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None
 
 
 def per_sample_dot(model: nn.Module, batch: Batch, vector: torch.Tensor, names: Sequence[str] | None = None,
-                   batch_size: int = 1024) -> torch.Tensor:
+                   batch_size: int = 1024, prepare: Prepare | None = None) -> torch.Tensor:
     """∇θL(s) · vector for every sample via forward-mode differentiation of the per-sample losses
     (one jvp per chunk; the same numbers as ``per_sample_gradients(...) @ vector``). Returns (N,)."""
     params, rest = split_parameters(model, names)
     losses = _loss_of(model, rest)
     tangent = unflatten(vector.to(next(iter(params.values())).device), params)
     n = batch[0].shape[0]
-    out = [jvp(lambda p: losses(p, *(t[sl] for t in batch)), (params,), (tangent,))[1].detach()
+    prepare = prepare or _identity
+    out = [jvp(lambda p: losses(p, *prepare([t[sl] for t in batch])), (params,), (tangent,))[1].detach()
            for sl in _chunks(n, batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -376,6 +474,7 @@ def influence_scores(
     batch_size: int = 256,
     scoring: str = "vmap",
     progress: bool = False,
+    prepare: Prepare | None = None,
 ) -> InfluenceResult:
     """Influence of every sample in ``batch`` on the training loss of ``model`` (in eval mode).
 
@@ -386,6 +485,8 @@ def influence_scores(
             i.e. the quantity LiSSA estimates.
         scoring: "vmap" (per-sample gradients with vmap(grad), then dot products) or "jvp" (the same
             dot products by forward-mode differentiation, without materialising gradients).
+        prepare: applied to every chunk / mini-batch (e.g. ``sasrec.trim_padding``); rows sorted by
+            length before the call make it most effective.
     """
     if solver not in ("lissa", "exact"):
         raise ValueError(f"solver must be 'lissa' or 'exact', got {solver!r}")
@@ -398,27 +499,29 @@ def influence_scores(
     seconds = {}
     try:
         t0 = time.perf_counter()
-        v = mean_gradient(model, batch, chosen_names, batch_size=max(batch_size, 1024))
+        v = mean_gradient(model, batch, chosen_names, batch_size=max(batch_size, 1024), progress=progress,
+                          prepare=prepare)
         seconds["mean_gradient"] = time.perf_counter() - t0
         n = batch[0].shape[0]
         t0 = time.perf_counter()
         lissa_result = None
         if solver == "lissa":
-            lissa_result = lissa(model_hvp(model, batch, chosen_names), v, n, settings, progress=progress)
+            lissa_result = lissa(model_hvp(model, batch, chosen_names, prepare), v, n, settings, progress=progress)
             h = lissa_result.h
         else:
-            hessian = hessian_matrix(model, batch, chosen_names)
+            hessian = hessian_matrix(model, batch, chosen_names, prepare=prepare)
             h = exact_inverse_hvp(hessian, v, settings.damping * settings.scale)
         seconds["inverse_hvp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if scoring == "jvp":
-            scores = per_sample_dot(model, batch, h, chosen_names, batch_size=max(batch_size, 1024))
+            scores = per_sample_dot(model, batch, h, chosen_names, batch_size=max(batch_size, 1024), prepare=prepare)
         else:
             from tqdm.auto import tqdm
 
             parts = []
             for sl in tqdm(list(_chunks(n, batch_size)), desc="influence", unit="batch", disable=not progress):
-                parts.append(per_sample_gradients(model, [t[sl] for t in batch], chosen_names, batch_size) @ h)
+                parts.append(per_sample_gradients(model, [t[sl] for t in batch], chosen_names, batch_size,
+                                                  prepare) @ h)
             scores = torch.cat(parts)
         seconds["scores"] = time.perf_counter() - t0
     finally:

@@ -185,12 +185,15 @@ def el2n_scores(model: Any, batch: tuple[Any, Any, Any], batch_size: int = 1024)
     """
     import torch
 
+    from tunesift.rec.sasrec import length_order, trim_padding
+
     inputs, positives, negatives = batch
     device = next(model.parameters()).device
+    order = length_order(inputs)
     out = []
     for start in range(0, inputs.shape[0], batch_size) if inputs.shape[0] else []:
-        sl = slice(start, start + batch_size)
-        x, p, q = inputs[sl].to(device), positives[sl].to(device), negatives[sl].to(device)
+        sl = order[start : start + batch_size]
+        x, p, q = trim_padding((inputs[sl].to(device), positives[sl].to(device), negatives[sl].to(device)))
         with torch.no_grad():
             hidden = model.encode(x)  # (B, T, d)
             pos = torch.sigmoid((hidden * model.item_embeddings(p)).sum(-1))
@@ -198,7 +201,11 @@ def el2n_scores(model: Any, batch: tuple[Any, Any, Any], batch_size: int = 1024)
         error = torch.sqrt((1 - pos) ** 2 + neg**2)  # (B, T)
         is_target = (p > 0).to(error.dtype)
         out.append(((error * is_target).sum(1) / is_target.sum(1).clamp_min(1.0)).cpu())
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
+    if not out:
+        return np.zeros(0)
+    scores = torch.empty(inputs.shape[0], dtype=torch.float64)
+    scores[order] = torch.cat(out).double()
+    return scores.numpy()
 
 
 @REC_METHODS.register("el2n")

@@ -270,11 +270,23 @@ class RecContext:
         return self._surrogate
 
     def _pool_batch(self, device: Any = None):
+        """The candidates' training rows sorted by history length (chunks then pad little), and the
+        permutation: row k of the batch is candidate ``order[k]``."""
         import torch
+
+        from tunesift.rec.sasrec import length_order
 
         tensors = self.training_tensors()
         idx = torch.as_tensor(self.pool, dtype=torch.long)
-        return tuple(t[idx].to(device or self.device) for t in tensors.loss_batch())
+        rows = [t[idx] for t in tensors.loss_batch()]
+        order = length_order(rows[0])
+        return tuple(t[order].to(device or self.device) for t in rows), order.numpy()
+
+    @staticmethod
+    def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+        out = np.empty_like(values)
+        out[order] = values
+        return out
 
     # ------------------------------------------------------------------------------------- influence
 
@@ -283,6 +295,7 @@ class RecContext:
         if self._influence is not None:
             return self._influence
         from tunesift.rec.influence import influence_scores
+        from tunesift.rec.sasrec import trim_padding
 
         s = self.settings
         trained = self.surrogate()
@@ -295,11 +308,12 @@ class RecContext:
                 self._influence = cached
                 info = {**self.cache.info("influence"), "cached": True}
             else:
-                result = influence_scores(trained.model, self._pool_batch(), names, solver=s.influence_solver,
+                batch, order = self._pool_batch()
+                result = influence_scores(trained.model, batch, names, solver=s.influence_solver,
                                           lissa_settings=s.lissa_settings(self.seed),
                                           batch_size=s.gradient_batch_size, scoring=s.influence_scoring,
-                                          progress=self.progress)
-                self._influence = result.scores
+                                          progress=self.progress, prepare=trim_padding)
+                self._influence = self._unsort(result.scores, order)
                 info = result.info()
                 self.cache.save_array("influence", key, self._influence, info)
                 info = {**info, "cached": False}
@@ -316,6 +330,7 @@ class RecContext:
             raise ValueError(f"kind must be 'el2n' or 'grand', got {kind!r}")
         from tunesift.rec.influence import per_sample_gradient_norms
         from tunesift.rec.methods import el2n_scores
+        from tunesift.rec.sasrec import trim_padding
 
         s = self.settings
         trained = self.surrogate()
@@ -326,13 +341,16 @@ class RecContext:
             cached = scores is not None
             if scores is None:
                 model = trained.early_model()
-                batch = self._pool_batch()
+                batch, order = self._pool_batch()
                 if kind == "el2n":
                     scores = el2n_scores(model, batch)
                 else:
-                    n_params = sum(p.numel() for n, p in model.named_parameters() if names is None or n in names)
+                    n_params = sum(p.numel() for n, p in model.named_parameters()
+                                   if (names is None or n in names) and n != "item_embeddings.weight")
                     chunk = max(1, min(s.gradient_batch_size, (1 << 26) // max(n_params, 1)))
-                    scores = per_sample_gradient_norms(model, batch, names, batch_size=chunk).double().cpu().numpy()
+                    scores = per_sample_gradient_norms(model, batch, names, batch_size=chunk, progress=self.progress,
+                                                       prepare=trim_padding).double().cpu().numpy()
+                scores = self._unsort(scores, order)
                 self.cache.save_array(kind, key, scores, {"early_epoch": trained.early_epoch})
         self.stage_info[kind] = {"early_epoch": trained.early_epoch, "cached": cached,
                                  "parameters": names or "all"}
@@ -414,7 +432,7 @@ class RecContext:
                 scores = effort_scores(model, tokenizer, [x.prompt for x in part],
                                        responses=[x.response for x in part], batch_size=s.effort_batch_size,
                                        loss_on=s.effort_loss_on, param_filter=s.effort_parameters,
-                                       device=self.device, progress=False)
+                                       max_length=s.max_tokens, device=self.device, progress=False)
                 bar.update(len(part))
                 return scores
 

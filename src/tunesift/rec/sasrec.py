@@ -67,6 +67,17 @@ class LayerNorm(nn.Module):
         return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
 
 
+class Dropout(nn.Dropout):
+    """Inverted dropout drawn with ``torch.rand`` (same distribution as ``nn.Dropout``; its
+    ``bernoulli_`` kernel is ~2.5x slower on CPU and took a quarter of SASRec's training time)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
@@ -75,10 +86,10 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.attention_dropout = nn.Dropout(cfg.dropout)
+        self.attention_dropout = Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden_size, cfg.hidden_size)  # the code's `attention.dense`
         self.norm = LayerNorm(cfg.hidden_size)
-        self.output_dropout = nn.Dropout(cfg.dropout)
+        self.output_dropout = Dropout(cfg.dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -97,7 +108,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.inner = nn.Linear(cfg.hidden_size, cfg.hidden_size)  # the code's 1x1 conv1d_1
         self.outer = nn.Linear(cfg.hidden_size, cfg.hidden_size)  # conv1d_2
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.norm = LayerNorm(cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +139,7 @@ class SASRec(nn.Module):
         self.item_embeddings = nn.Embedding(cfg.n_items + 1, cfg.hidden_size, padding_idx=0)
         self.position_embeddings = nn.Embedding(cfg.max_len, cfg.hidden_size)
         self.norm = LayerNorm(cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         self.apply(self._init)
 
@@ -143,9 +154,16 @@ class SASRec(nn.Module):
         return [f"blocks.{self.config.n_blocks - 1}.attention.output.weight"]
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(B, T) left-padded item ids -> (B, T, d) hidden states (position t sees items <= t)."""
+        """(B, T) left-padded item ids -> (B, T, d) hidden states (position t sees items <= t).
+
+        The last column is position ``max_len - 1``: a batch whose leading all-padding columns were cut
+        (:func:`trim_padding`, T < max_len) gives the same hidden states at its items, since padded
+        keys are masked out.
+        """
         t = inputs.shape[-1]
-        positions = torch.arange(t, device=inputs.device)
+        if t > self.config.max_len:
+            raise ValueError(f"sequences have {t} positions, the model at most max_len={self.config.max_len}")
+        positions = torch.arange(self.config.max_len - t, self.config.max_len, device=inputs.device)
         x = self.dropout(self.norm(self.item_embeddings(inputs) + self.position_embeddings(positions)))
         keep = (inputs > 0)[:, None, None, :]  # (B, 1, 1, T): keys that are items
         causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()  # (T, T)
@@ -177,6 +195,25 @@ class SASRec(nn.Module):
 
 # --------------------------------------------------------------------------------------------------
 # tensors
+
+
+def trim_padding(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Cut the leading columns that are padding (0) in every row of every tensor of the batch.
+
+    Exact for SASRec (see :meth:`SASRec.encode`) and much cheaper: most histories are far shorter
+    than ``max_len``. At least one column is kept.
+    """
+    used = torch.zeros(batch[0].shape[-1], dtype=torch.bool, device=batch[0].device)
+    for t in batch:
+        used |= (t != 0).any(0)
+    nonzero = torch.nonzero(used)
+    first = int(nonzero[0]) if nonzero.numel() else batch[0].shape[-1] - 1
+    return tuple(t[:, first:] for t in batch)
+
+
+def length_order(inputs: torch.Tensor) -> torch.Tensor:
+    """Row indices sorted by history length (stable), so chunks of rows pad little."""
+    return torch.argsort((inputs > 0).sum(1), stable=True)
 
 
 def _right_align(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
@@ -299,9 +336,11 @@ def evaluate(model: SASRec, data: SequenceTensors, ks: Sequence[int] = (10, 20),
     kmax = max(ks)
     sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}
     discounts = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=device, dtype=torch.float64))  # (K,)
+    order = length_order(data.inputs)  # sums over users do not depend on the order
     for start in range(0, len(data), batch_size):
-        sl = slice(start, start + batch_size)
+        sl = order[start : start + batch_size]
         inputs, answers, exclude = data.inputs[sl].to(device), data.answers[sl].to(device), data.exclude[sl].to(device)
+        (inputs,) = trim_padding((inputs,))
         scores = model.score_items(inputs)  # (B, n_items + 1)
         scores[:, 0] = -torch.inf
         scores.scatter_(1, exclude, -torch.inf)
@@ -335,6 +374,8 @@ class TrainSettings:
     patience: int = 10  # validations without improvement before stopping (0: never stop early)
     metric_k: int = 20  # best checkpoint by Recall@K, ties broken by NDCG@K
     early_epoch: int = 10  # snapshot "early in training" for GraNd / EL2N
+    length_buckets: int = 50  # ours: batches drawn from pools of this many batches sorted by length,
+    # so each batch pads little (several times faster; 0 = plain random batches as the code)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -343,8 +384,8 @@ class TrainSettings:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
-        if self.patience < 0 or self.early_epoch < 0:
-            raise ValueError("`patience` and `early_epoch` must be non-negative")
+        if self.patience < 0 or self.early_epoch < 0 or self.length_buckets < 0:
+            raise ValueError("`patience`, `early_epoch` and `length_buckets` must be non-negative")
 
 
 @dataclass
@@ -385,6 +426,22 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def _epoch_batches(rows: torch.Tensor, lengths: torch.Tensor, batch_size: int, buckets: int,
+                   generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of ``rows``: shuffled; with ``buckets``, each run of ``buckets`` batches is
+    sorted by length before it is cut, and the batches are shuffled again."""
+    order = rows[torch.randperm(rows.numel(), generator=generator)]
+    if not buckets:
+        return [order[i : i + batch_size] for i in range(0, order.numel(), batch_size)]
+    span = batch_size * buckets
+    batches = []
+    for start in range(0, order.numel(), span):
+        part = order[start : start + span]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        batches.extend(part[i : i + batch_size] for i in range(0, part.numel(), batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def train_sasrec(
     train: SequenceTensors,
     valid: SequenceTensors,
@@ -416,14 +473,15 @@ def train_sasrec(
         early_state, early_epoch = (_cpu_state(model), 0)
         history, stale, epoch = [], 0, 0
         bar = tqdm(range(1, s.epochs + 1), desc="surrogate (SASRec)", unit="epoch", disable=not progress)
+        lengths = (train.positives > 0).sum(1)
         for epoch in bar:
             model.train()
-            order = rows[torch.randperm(rows.numel(), generator=generator)].to(device)
             total, weight = 0.0, 0.0
-            for start in range(0, order.numel(), s.batch_size):
-                idx = order[start : start + s.batch_size]
-                losses = model(inputs[idx], positives[idx], negatives[idx])  # (B,)
-                counts = (positives[idx] > 0).sum(1).to(losses.dtype)
+            for idx in _epoch_batches(rows, lengths, s.batch_size, s.length_buckets, generator):
+                idx = idx.to(device)
+                batch = trim_padding((inputs[idx], positives[idx], negatives[idx]))
+                losses = model(*batch)  # (B,)
+                counts = (batch[1] > 0).sum(1).to(losses.dtype)
                 loss = (losses * counts).sum() / counts.sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
