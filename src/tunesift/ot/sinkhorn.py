@@ -11,6 +11,10 @@ through its dual potentials, ``P_ij = exp((f_i + g_j - C_ij)/eps)``, with the al
 each over-relaxed by ``momentum`` w (``f <- (1 - w) f_old + w f_new``, as ott-jax's ``Momentum``).
 One iteration is one pass over the cost (see :mod:`tunesift.ot.sweeps`); memory is
 O((N + M) d + block_size M) unless ``cost_memory_budget`` lets the (N, M) cost be stored.
+
+The error is checked on the pair ``(f, g)`` right after each f-update (where, without momentum, the
+first marginal is exact and the error is the second marginal's, as in ott-jax, whose loop ends with
+its own f-update), so the returned potentials are the ones whose error was measured.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
         relative_epsilon: multiply ``epsilon`` by the mean cost (computed in closed form).
         momentum: over-relaxation weight in (0, 2); 1 is plain Sinkhorn, 1.3 is GOT-D's setting.
         threshold: stop when ``||P 1 - a||_1 + ||P^T 1 - b||_1 <= threshold``.
-        max_iter: at most this many iterations (pairs of f- and g-updates).
+        max_iter: at most this many iterations (an f-update and, unless it stops, a g-update).
         block_size: rows of the cost evaluated at once (memory block_size x M). On a GPU larger
             blocks (16k-64k rows) are faster.
         cost_memory_budget: bytes allowed for storing the (N, M) cost; when N M x itemsize fits, it is
@@ -90,9 +94,8 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
         progress: show a tqdm progress bar.
 
     Returns:
-        :class:`OTResult` with ``method="sinkhorn"``. The error is measured exactly on the returned
-        potentials; with ``momentum == 1`` the column marginal is met exactly and the error is the
-        row marginal's.
+        :class:`OTResult` with ``method="sinkhorn"``; ``n_iter`` counts f-updates (g was updated one
+        time fewer). The error is measured on the returned potentials.
     """
     problem = make_problem(x, y, a, b, epsilon=epsilon, relative_epsilon=relative_epsilon)
     check_positive(threshold, "threshold")
@@ -116,7 +119,6 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
     f = torch.zeros(n, dtype=dtype, device=device)
     f_next = torch.empty_like(f)
     g = torch.zeros(m, dtype=dtype, device=device)
-    col_error = torch.zeros((), dtype=dtype, device=device)
     errors: list[float] = []
     converged = diverged = False
     measured = None
@@ -128,37 +130,39 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
         bar = tqdm(total=max_iter, desc="sinkhorn", unit="it")
     try:
         for iteration in range(max_iter):
-            checking = iteration > 0 and iteration % check_every == 0
-            measure = checking and expect_convergence(errors, threshold)
+            last = iteration == max_iter - 1
+            checking = last or (iteration + 1) % check_every == 0
+            measure = checking and (last or expect_convergence(errors, threshold))
             sweep = row_sweep(cost, g, problem.log_a, problem.a, f_next, f_old=f, momentum=w, measure=measure)
+            f, f_next = f_next, f  # the state is now (f, g): f updated `iteration + 1` times, g `iteration`
             n_passes += 1
+            n_iter = iteration + 1
+            if bar is not None:
+                bar.update(1)
             if checking:
-                error = float(sweep.row_error + col_error)  # of state `iteration` = (f, g)
+                col_error = (sweep.column_sums() - problem.b).abs().sum()
+                error = float(sweep.row_error + col_error)
                 errors.append(error)
                 if bar is not None:
                     bar.set_postfix(error=f"{error:.3g}")
+                if measure:
+                    measured = (error, float(sweep.mass), float(sweep.transport_cost))
                 if not error < float("inf"):
                     diverged = True
                     break
                 if error <= threshold:
                     converged = True
-                    if measure:
-                        measured = (error, float(sweep.mass), float(sweep.transport_cost))
                     break
+            if last:
+                break
             if bool((sweep.col_acc >= safe_column_sum).all()):
-                log_col = sweep.col_acc.log() + sweep.col_scale  # log column sums of P(f_next, g)
+                log_col = sweep.col_acc.log() + sweep.col_scale  # log column sums of P(f, g)
             else:
-                log_col = g / eps + column_lse_sweep(cost, f_next)
+                log_col = g / eps + column_lse_sweep(cost, f)
                 n_passes += 1
-            g_new = g - eps * (log_col - problem.log_b)
-            g_next = g + w * (g_new - g)
-            # column marginal of (f_next, g_next) is b_j exp((g_next_j - g_new_j)/eps)
-            col_error = (problem.b * torch.expm1((g_next - g_new) / eps).abs()).sum()
-            f, f_next = f_next, f
-            g = g_next
-            n_iter = iteration + 1
-            if bar is not None:
-                bar.update(1)
+            g_new = g - eps * (log_col - problem.log_b)  # the column marginal of (f, g_new) is b
+            g = g + w * (g_new - g)
+            measured = None
     finally:
         if bar is not None:
             bar.close()
@@ -166,12 +170,10 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
     if measured is not None:
         error, mass, transport = measured
         reg_cost = dual_cost(problem, f, g, mass)
-    else:
-        error, reg_cost, transport = finish(problem, cost, f, g)
+    else:  # converged at a check that did not measure
+        error = errors[-1]
+        _, reg_cost, transport = finish(problem, cost, f, g)
         n_passes += 1
-        if not converged:
-            errors.append(error)
-            converged = (not diverged) and error <= threshold
     if not converged and warn:
         warn_not_converged("sinkhorn", error, threshold, max_iter, eps)
     return OTResult(f=f, g=g, cost=reg_cost, transport_cost=transport, converged=converged, errors=errors,

@@ -2,9 +2,9 @@
 
 The main sweep (:func:`row_sweep`) evaluates each block of ``-C/epsilon`` once and uses it twice:
 for the f-update of its rows (a row-wise log-sum-exp) and, from the same exponentials, for the
-column sums of the plan that the following g-update needs. A log-domain Sinkhorn iteration
-therefore costs one matrix product per block (ott-jax's online geometry needs two, plus one for
-the error every ``inner_iterations``), and the marginal error comes for free.
+column sums of the new plan, which give both the marginal error and the following g-update. A
+log-domain Sinkhorn iteration therefore costs one matrix product per block (ott-jax's online
+geometry needs two, plus one for the error every ``inner_iterations``), and its error is free.
 """
 
 from __future__ import annotations
@@ -24,17 +24,18 @@ def exp_floor(dtype: torch.dtype) -> float:
 
 @dataclass
 class RowSweep:
-    """What :func:`row_sweep` returns.
+    """What :func:`row_sweep` returns, all about the pair ``(f_out, g)``.
 
     Attributes:
-        row_error: 0-d tensor, ``||P(f_old, g) 1 - a||_1``, or None when no ``f_old`` was given.
-        col_acc: (M,) column sums of ``P(f_out, g)`` divided by ``exp(col_scale)``.
+        row_error: 0-d tensor, ``||P 1 - a||_1`` (0 without over-relaxation: the f-update meets the
+            first marginal exactly).
+        col_acc: (M,) column sums ``P^T 1`` divided by ``exp(col_scale)``.
         col_scale: 0-d tensor, the common log-scale of ``col_acc`` (its largest row weight is 1).
-        mass: 0-d float64 tensor, ``sum_ij P_ij`` of the measured pair, or None if not measured.
-        transport_cost: 0-d float64 tensor, ``<P, C>`` of the measured pair, or None.
+        mass: 0-d float64 tensor, ``sum_ij P_ij``, or None if not measured.
+        transport_cost: 0-d float64 tensor, ``<P, C>``, or None if not measured.
     """
 
-    row_error: torch.Tensor | None
+    row_error: torch.Tensor
     col_acc: torch.Tensor
     col_scale: torch.Tensor
     mass: torch.Tensor | None = None
@@ -47,29 +48,29 @@ class RowSweep:
 
 def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Tensor, f_out: torch.Tensor,
               f_old: torch.Tensor | None = None, momentum: float = 1.0, measure: bool = False) -> RowSweep:
-    """f-update ``f_i = eps log a_i - eps LSE_j((g_j - C_ij)/eps)`` for every row, plus the column sums.
+    """f-update ``f_i = eps log a_i - eps LSE_j((g_j - C_ij)/eps)`` for every row, and the new plan's sums.
 
     Args:
         cost: the blockwise ``-C/epsilon``.
         g: (M,) current second potential.
         log_a: (N,) ``log a``; a: (N,) ``a``.
-        f_out: (N,) written with the new f (over-relaxed against ``f_old`` if given).
-        f_old: (N,) previous f: enables over-relaxation and the row error of ``(f_old, g)``.
+        f_out: (N,) written with the new f, over-relaxed against ``f_old`` if given.
+        f_old: (N,) previous f (needed for over-relaxation only).
         momentum: over-relaxation weight w, ``f_out = (1 - w) f_old + w f_new``.
-        measure: also accumulate the total mass and ``<P, C>`` of the pair ``(f_old, g)`` (or of
-            ``(f_out, g)`` without ``f_old``), from the same block: one copy and two products more
-            per block, instead of a separate pass (and matrix product) at the end.
+        measure: also accumulate the total mass and ``<P, C>``, from the same block: one copy and
+            two products more per block instead of a separate sweep (a matrix product online).
 
     Returns:
-        The row error of ``(f_old, g)`` and the column sums of ``P(f_out, g)`` in scaled form.
+        Row error, column sums (scaled) and, if asked, mass and transport cost of ``P(f_out, g)``.
     """
     eps = cost.epsilon
     g_over_eps = g / eps
     floor = exp_floor(g.dtype)
     clamp = cost.row_spread_bound(g_over_eps) > -floor
+    relax = f_old is not None and momentum != 1.0
     col_acc = torch.zeros(cost.m, dtype=g.dtype, device=g.device)
     col_scale = torch.full((), float("-inf"), dtype=g.dtype, device=g.device)
-    row_error = None if f_old is None else torch.zeros((), dtype=g.dtype, device=g.device)
+    row_error = torch.zeros((), dtype=g.dtype, device=g.device)
     mass = transport = None
     if measure:
         mass = torch.zeros((), dtype=torch.float64, device=g.device)
@@ -81,36 +82,33 @@ def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Te
         scores.sub_(row_max)
         if clamp:
             scores.clamp_min_(floor)  # the entries below exp's range: at most `tiny` instead of 0
-        exps = scores.exp_()  # (B, M), each row's largest entry is 1
+        exps = scores.exp_()  # (B, M) = E, each row's largest entry is 1
         sums = exps.sum(1)  # (B,)
         log_sums = sums.log()
         lse = row_max.squeeze(1) + log_sums
         if row_const is not None:
             lse = lse - row_const
         f_new = eps * (log_a[start:stop] - lse)
-        if f_old is None:
-            f_out[start:stop] = f_new
-            log_weights = log_a[start:stop] - log_sums
-            log_marginal = log_a[start:stop]  # row marginal of (f_new, g) is exactly a
-        else:
+        if relax:
             previous = f_old[start:stop]
-            # row marginal of (f_old, g) is a_i exp((f_old_i - f_new_i)/eps)
-            shift = (previous - f_new) / eps
-            row_error += (a[start:stop] * torch.expm1(shift).abs()).sum()
-            log_marginal = log_a[start:stop] + shift
             relaxed = previous + momentum * (f_new - previous)
             f_out[start:stop] = relaxed
-            log_weights = log_a[start:stop] + (relaxed - f_new) / eps - log_sums
+            # the row marginal of (f_out, g) is a_i exp((f_out_i - f_new_i)/eps)
+            log_marginal = log_a[start:stop] + (relaxed - f_new) / eps
+            row_error += (a[start:stop] * torch.expm1(log_marginal - log_a[start:stop]).abs()).sum()
+        else:
+            f_out[start:stop] = f_new
+            log_marginal = log_a[start:stop]
+        # P(f_out, g)_ij = exp(log_weights_i) E_ij
+        log_weights = log_marginal - log_sums
         if measure:
-            # the measured plan is exp(log_marginal_i) E_ij / s_i, and
             # sum_j E_ij C_ij = E g + eps row_const s - eps sum_j E_ij scores_ij  (C = g + eps row_const - eps scores)
-            marginal = log_marginal.exp()
             weighted_cost = exps @ g - eps * torch.einsum("ij,ij->i", exps, saved)
             if row_const is not None:
                 weighted_cost += eps * row_const * sums
-            mass += marginal.double().sum()
-            transport += (marginal / sums * weighted_cost).double().sum()
-        # P(f_out, g)[i, j] = exp(log_weights_i) * E_ij; sum over rows at a common scale
+            mass += log_marginal.exp().double().sum()
+            transport += (log_weights.exp() * weighted_cost).double().sum()
+        # column sums at a common scale across blocks
         block_scale = log_weights.max()
         part = torch.exp(log_weights - block_scale) @ exps  # (M,)
         new_scale = torch.maximum(col_scale, block_scale)
