@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--fortunes", default=None, help="folder of fortune files (default: the Debian package's)")
     p.add_argument("--target-domain", default="science", help="category whose held-out half is the target")
-    p.add_argument("--pool-size", type=int, default=3000, help="pool rows (a seeded sample; default 3000)")
+    p.add_argument("--pool-size", type=int, default=2000, help="pool rows (a seeded sample; default 2000)")
     p.add_argument("--budget", type=int, default=100)
     p.add_argument("--methods", default="gotd,knn,dsir,random")
     p.add_argument("--seed", type=int, default=0)
