@@ -60,11 +60,13 @@ def build(n_pool: int = 3000, dog_share: float = 0.01, n_target: int = 200, seed
     rng = np.random.default_rng(seed)
     n_dog = int(round(dog_share * n_pool))
     cat_centre, dog_centre = (0.0, 0.0), (2.0, 1.0)
-    pool_x = np.concatenate([make_points(n_pool - n_dog, cat_centre, 0.45, rng), make_points(n_dog, dog_centre, 0.45, rng)])
+    pool_x = np.concatenate([make_points(n_pool - n_dog, cat_centre, 0.45, rng),
+                             make_points(n_dog, dog_centre, 0.45, rng)])
     pool_texts = make_texts(n_pool - n_dog, CAT_WORDS, rng) + make_texts(n_dog, DOG_WORDS, rng)
     is_dog = np.arange(n_pool) >= n_pool - n_dog
     half = n_target // 2
-    target_x = np.concatenate([make_points(half, cat_centre, 0.45, rng), make_points(n_target - half, dog_centre, 0.45, rng)])
+    target_x = np.concatenate([make_points(half, cat_centre, 0.45, rng),
+                               make_points(n_target - half, dog_centre, 0.45, rng)])
     target_texts = make_texts(half, CAT_WORDS, rng) + make_texts(n_target - half, DOG_WORDS, rng)
     # shuffle the target: kNN's round robin serves target examples in order, and a budget smaller than the
     # target would otherwise go to the first (cat) half only

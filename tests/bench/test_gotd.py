@@ -13,9 +13,15 @@ pytest.importorskip("transformers")
 
 from tunesift.bench import gotd as bench_gotd  # noqa: E402
 from tunesift.bench.gotd import (SCALES, GotdBench, GotdBenchConfig, HashingEmbedder, config_from_args,  # noqa: E402
-                                 parse_int_list, prepare_pool)
+                                 parse_int_list, pool_rows, prepare_pool)
 from tunesift.io.tables import TextSet  # noqa: E402
 from tunesift.warmup.tasks import LabelledSplit, synthetic_task  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def embedding_cache(tmp_path, monkeypatch):
+    """Embeddings are cached in tunesift's cache: keep the tests' out of the user's."""
+    monkeypatch.setenv("TUNESIFT_CACHE", str(tmp_path / "tunesift-cache"))
+
 
 SMALL = dict(label_budget=60, test_limit=60, dev_limit=40, lm_loss_texts=30, pretrain_epochs=1,
              finetune_epochs=2, max_length=24, progress=False)
@@ -45,6 +51,18 @@ def test_prepare_pool_drops_dev_and_test_texts_then_subsamples():
     again, _ = prepare_pool(pool, task, 5)
     assert len(small) == 5 and small.texts == again.texts
     assert set(small.texts) <= set(kept.texts)
+
+
+def test_pool_sample_does_not_depend_on_the_task():
+    pool = TextSet.from_texts([f"text {i}" for i in range(100)])
+    a = synthetic_task(n_train=2, n_dev=1, n_test=1)
+    b = synthetic_task(n_train=2, n_dev=1, n_test=1, seed=5)
+    a.test = LabelledSplit(texts=["text 3", "text 50"], labels=[0, 1])
+    sample_a, kept_a, dropped_a = pool_rows(pool, a, 30)
+    sample_b, kept_b, dropped_b = pool_rows(pool, b, 30)
+    assert np.array_equal(sample_a, sample_b) and len(sample_a) == 30
+    assert dropped_b == 0 and np.array_equal(kept_b, sample_b)
+    assert set(kept_a) == set(sample_a) - {3, 50} and dropped_a == len(set(sample_a) & {3, 50})
 
 
 def test_prepare_pool_checks_pairs_joined():
@@ -136,6 +154,40 @@ def test_gotd_and_knn_units_when_registered(tmp_path):
         # the synthetic pool holds 100 domain-0 rows (5% of 2000): the target's domain dominates the picks
         assert r["selected_domains"].get("d0", 0) >= 30, r
         assert (tmp_path / "selections" / f"method={r['method']},seed=0" / "done.json").exists()
+
+
+def test_precomputed_pool_embeddings_give_the_same_selection(tmp_path):
+    from tunesift.warmup.tasks import synthetic_pool
+
+    path = tmp_path / "pool.npy"
+    np.save(path, HashingEmbedder().embed(synthetic_pool().texts))
+    given, _ = _run(tmp_path / "given", ["knn"], pool_embeddings=str(path), pool_size=1500)
+    given_order, _ = given.ranking("knn", 0)
+    # the same rows in the subsample, in the same order, as picked from the full pool's embeddings
+    ids_given = given.kept_rows[given_order[:50]]
+    assert set(ids_given) <= set(given.kept_rows)
+    full, _ = _run(tmp_path / "full", ["knn"], pool_size=1500)
+    assert np.array_equal(full.kept_rows[full.ranking("knn", 0)[0][:50]], ids_given)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.random.default_rng(0).normal(size=(2000, 256)).astype(np.float32))
+    wrong, _ = _run(tmp_path / "wrong", ["knn"], pool_embeddings=str(bad))
+    with pytest.raises(ValueError, match="do not match --embedder"):
+        wrong.ranking("knn", 0)
+
+
+def test_a_decoder_is_pre_fine_tuned_with_causal_lm(tmp_path):
+    from tunesift.warmup.tasks import synthetic_pool
+    from tunesift.warmup.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "llama", synthetic_pool().texts + synthetic_task().train.texts,
+                              objective="causal", max_length=64)
+    bench, _ = _run(tmp_path / "out", ["random"], model=str(folder), finetune_epochs=1)
+    bench.run()
+    (record,) = bench.store.records()
+    assert record["pretrain_steps"] == 4 and 0 <= record["test_score"] <= 1
+    # next-token loss of a random model over a vocabulary of ~170 words: about log(170)
+    assert 3.0 < record["lm_loss_before"] < 7.0 and record["lm_loss_after"] != record["lm_loss_before"]
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["model_path"] == str(folder)
 
 
 def test_cli_registers_and_parses(tmp_path):

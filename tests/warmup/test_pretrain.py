@@ -88,7 +88,8 @@ def test_bare_encoder_gets_a_fresh_seeded_head(bert_dir):
     assert torch.equal(a.model.state_dict()[head], b.model.state_dict()[head])
     assert not torch.equal(a.model.state_dict()[head], c.model.state_dict()[head])
     # the decoder is tied to the word embeddings
-    assert a.model.cls.predictions.decoder.weight.data_ptr() == a.model.bert.embeddings.word_embeddings.weight.data_ptr()
+    decoder, embeddings = a.model.cls.predictions.decoder.weight, a.model.bert.embeddings.word_embeddings.weight
+    assert decoder.data_ptr() == embeddings.data_ptr()
 
 
 def test_checkpoint_with_head_loads_it(bert_mlm_dir):

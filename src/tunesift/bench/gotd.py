@@ -99,6 +99,7 @@ class Scale:
     finetune_lr: float
     finetune_batch_size: int
     max_length: int
+    threads: int | None = None  # torch CPU threads (None: torch's default)
 
 
 SCALES: dict[str, Scale] = {
@@ -106,11 +107,14 @@ SCALES: dict[str, Scale] = {
     "tiny": Scale("tiny", model="tiny", embedder="hash", task="synthetic", pool="synthetic", budgets=(100, 400),
                   seeds=2, pool_size=None, label_budget=100, test_limit=None, dev_limit=None, lm_loss_texts=200,
                   pretrain_epochs=2, pretrain_lr=1e-3, pretrain_batch_size=16, finetune_epochs=6,
-                  finetune_lr=3e-3, finetune_batch_size=16, max_length=32),
-    # MiniLM on subsamples: about an hour per task on 2 CPU cores (see the README for the command)
-    "cpu": Scale("cpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(1000, 4000),
-                 seeds=3, pool_size=20000, label_budget=1000, test_limit=1000, dev_limit=500,
-                 lm_loss_texts=500, pretrain_epochs=1, pretrain_lr=1e-4, pretrain_batch_size=32,
+                  finetune_lr=3e-3, finetune_batch_size=16, max_length=32,
+                  threads=1),  # models this small only lose time to thread synchronisation
+    # MiniLM on subsamples: about an hour per task on 2 CPU cores with these defaults (2 seeds); MiniLM
+    # trains at ~12 texts/s and scores at ~40 texts/s there (64 tokens), so a run costs about
+    # (budget + 3 x labels) / 12 + (3 x dev + test + LM-loss texts) / 40 seconds
+    "cpu": Scale("cpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(500, 2000),
+                 seeds=2, pool_size=20000, label_budget=300, test_limit=800, dev_limit=200,
+                 lm_loss_texts=300, pretrain_epochs=1, pretrain_lr=1e-4, pretrain_batch_size=32,
                  finetune_epochs=3, finetune_lr=1e-4, finetune_batch_size=32, max_length=64),
     # paper-like on one GPU: 5K labels (Table 3), full test sets, several pre-fine-tuning epochs
     "gpu": Scale("gpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(5000, 20000, 50000),
@@ -118,6 +122,12 @@ SCALES: dict[str, Scale] = {
                  pretrain_epochs=3, pretrain_lr=1e-4, pretrain_batch_size=64, finetune_epochs=5,
                  finetune_lr=5e-5, finetune_batch_size=32, max_length=128),
 }
+
+
+# settings with a CLI flag of the same name (``--pool-size`` ...) whose default comes from the scale
+TUNABLE = ("model", "embedder", "pool_embeddings", "metric", "pool_size", "label_budget", "test_limit", "dev_limit",
+           "lm_loss_texts", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "finetune_epochs", "finetune_lr",
+           "finetune_batch_size", "max_length")
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -155,6 +165,7 @@ class GotdBenchConfig:
     objective: str = "auto"
     metric: str | None = None
     text_field: str = "text"
+    pool_embeddings: str | None = None  # .npy aligned with the pool file's rows, from the same embedder
     pool_size: int | None = None
     label_budget: int | None = None
     test_limit: int | None = None
@@ -239,23 +250,34 @@ def load_pool(spec: str, text_field: str = "text"):
     return read_text_set(spec, text_field, None, name="pool")
 
 
-def prepare_pool(pool, task, pool_size: int | None):
-    """Drop pool rows equal (up to case and spacing) to a dev or test text of the task, then draw at most
-    ``pool_size`` rows (seed 0, the same for every run). Returns (pool, rows dropped as leaks)."""
+def pool_rows(pool, task, pool_size: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which pool rows a bench uses: at most ``pool_size`` rows drawn with seed 0 (the same draw for every
+    task, so cached embeddings are shared), minus rows equal (up to case and spacing) to a dev or test
+    text of the task, which must not reach pre-fine-tuning.
+
+    Returns:
+        (sample, kept, dropped): (s,) the drawn rows, (k,) the rows kept (a subset of ``sample``), both
+        sorted; and how many were dropped as dev/test duplicates.
+    """
+    sample = np.arange(len(pool))
+    if pool_size is not None and pool_size < len(pool):
+        sample = np.sort(np.random.default_rng(0).choice(len(pool), size=pool_size, replace=False))
     held_out = set()
     for split in (task.dev, task.test):
         if split is not None:
             held_out.update(_normalise(t) for t in split.joined_texts())
             held_out.update(_normalise(t) for t in split.texts)
-    keep = [i for i, t in enumerate(pool.texts) if _normalise(t) not in held_out]
-    dropped = len(pool) - len(keep)
-    if pool_size is not None and pool_size < len(keep):
-        rng = np.random.default_rng(0)
-        keep = sorted(rng.choice(keep, size=pool_size, replace=False).tolist())
-    if len(keep) == len(pool):
+    kept = np.asarray([i for i in sample if _normalise(pool.texts[i]) not in held_out], dtype=np.int64)
+    return sample, kept, len(sample) - len(kept)
+
+
+def prepare_pool(pool, task, pool_size: int | None):
+    """The pool a bench uses (see :func:`pool_rows`) and the number of dev/test duplicates dropped."""
+    sample, kept, dropped = pool_rows(pool, task, pool_size)
+    if len(kept) == len(pool):
         return pool, dropped
-    sub = pool.subset(keep)
-    sub.fingerprint = f"{pool.fingerprint}:rows{len(keep)}:drop{dropped}"
+    sub = pool.subset(kept)
+    sub.fingerprint = f"{pool.fingerprint}:rows{len(kept)}:drop{dropped}"
     return sub, dropped
 
 
@@ -306,8 +328,9 @@ class GotdBench:
         self.config = c = config
         self.out = Path(c.out)
         self.task = load_task(c.task, metric=c.metric)
-        raw_pool = load_pool(c.pool, c.text_field)
-        self.pool, self.leaks_dropped = prepare_pool(raw_pool, self.task, c.pool_size)
+        self.raw_pool = load_pool(c.pool, c.text_field)
+        self.sample_rows, self.kept_rows, self.leaks_dropped = pool_rows(self.raw_pool, self.task, c.pool_size)
+        self.pool, _ = prepare_pool(self.raw_pool, self.task, c.pool_size)
         if max(c.budgets) > len(self.pool):
             raise ValueError(f"budget {max(c.budgets)} is larger than the pool ({len(self.pool)} rows after "
                              f"dropping {self.leaks_dropped} dev/test duplicates)")
@@ -319,12 +342,12 @@ class GotdBench:
         from tunesift.bench.common import RunStore
 
         settings = c.comparable_settings()
-        settings.update(task_info=self.task.describe(), pool_rows=len(self.pool), pool_fingerprint=self.pool.fingerprint,
+        settings.update(task_info=self.task.describe(), pool_rows=len(self.pool),
+                        pool_fingerprint=self.pool.fingerprint,
                         model_path=self.model_path if c.model not in ("tiny", "minilm") else c.model)
         self.store = RunStore(self.out, settings)
         self._pool_embeddings: np.ndarray | None = None
         self._embedder = None
-        self.embed_seconds = 0.0
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -334,15 +357,36 @@ class GotdBench:
         return sample_labels(self.task.train, self.config.label_budget, np.random.default_rng(seed))
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        from tunesift.embed import cached_embed
+        """Embeddings of ``texts``, cached in tunesift's embedding cache (shared between benches)."""
+        from tunesift.embed import cached_embed, default_cache_dir
 
         if self._embedder is None:
             self._embedder = make_embedder(self.config.embedder, self.config.device, self.config.progress)
-        cache = self.out / "cache"
-        t0 = time.perf_counter()
-        arr = cached_embed(self._embedder, texts, cache)
-        self.embed_seconds += time.perf_counter() - t0
-        return arr
+        return cached_embed(self._embedder, texts, default_cache_dir())
+
+    def pool_embeddings(self) -> tuple[np.ndarray, str]:
+        """(rows, d) embeddings of the bench's pool rows and where they came from."""
+        from tunesift.embed import load_precomputed
+
+        c = self.config
+        if c.pool_embeddings is not None:
+            all_rows = load_precomputed(c.pool_embeddings, len(self.raw_pool), "pool")
+            kept = np.ascontiguousarray(all_rows[self.kept_rows])
+            # the target is embedded with --embedder: check that the file came from the same encoder
+            probe = self.kept_rows[np.linspace(0, len(self.kept_rows) - 1, num=min(8, len(self.kept_rows))).astype(int)]
+            ours = self._embed([self.raw_pool.texts[i] for i in probe])
+            theirs = np.asarray(all_rows[probe], dtype=np.float32)
+            if ours.shape != theirs.shape:
+                raise ValueError(f"{c.pool_embeddings}: dimension {theirs.shape[1]}, but --embedder {c.embedder} "
+                                 f"gives {ours.shape[1]}")
+            norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
+            cos = (ours * theirs).sum(1) / np.maximum(norms, 1e-12)
+            if cos.min() < 0.98:
+                raise ValueError(f"{c.pool_embeddings}: rows do not match --embedder {c.embedder} (cosine down to "
+                                 f"{cos.min():.3f} on re-embedded rows); pass the embedder that made them")
+            return kept, str(c.pool_embeddings)
+        sample = self._embed([self.raw_pool.texts[i] for i in self.sample_rows])
+        return sample[np.searchsorted(self.sample_rows, self.kept_rows)], self._embedder.model_id
 
     def ranking(self, method: str, seed: int) -> tuple[np.ndarray, float]:
         """The pool's order (best first) for ``method`` and ``seed``, saved in ``selections/`` and
@@ -363,16 +407,16 @@ class GotdBench:
 
             return order, float(json.loads(done.read_text())["seconds"])
         labelled = self.labelled(seed)
-        target = TextSet.from_texts(labelled.joined_texts(), name=f"{self.task.name} train ({len(labelled)} labels, seed {seed})")
+        target = TextSet.from_texts(labelled.joined_texts(),
+                                    name=f"{self.task.name} train ({len(labelled)} labels, seed {seed})")
         kw: dict[str, Any] = {}
         if POOL_METHODS.get(method).uses_embeddings:
             if self._pool_embeddings is None:
                 t0 = time.perf_counter()
-                self._pool_embeddings = self._embed(self.pool.texts)
+                self._pool_embeddings, source = self.pool_embeddings()
                 info = self.out / "cache" / "pool_embeddings.json"
                 if not info.exists():  # the first time (later runs read the cache)
-                    write_json(info, {"seconds": time.perf_counter() - t0, "rows": len(self.pool),
-                                      "embedder": self._embedder.model_id})
+                    write_json(info, {"seconds": time.perf_counter() - t0, "rows": len(self.pool), "source": source})
             kw = dict(pool_embeddings=self._pool_embeddings, target_embeddings=self._embed(target.texts))
         t0 = time.perf_counter()
         sel = select_from_pool(self.pool, target, max(self.config.budgets), method=method, seed=seed,
@@ -467,9 +511,17 @@ class GotdBench:
     def run(self):
         import torch
 
-        c = self.config
-        if c.threads:
-            torch.set_num_threads(c.threads)
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            self.run_units()
+        finally:
+            torch.set_num_threads(threads)
+        return self.write()
+
+    def run_units(self) -> None:
+        """Run every unfinished (method, budget, seed), saving each as it finishes."""
         units = self.units()
         todo = [u for u in units if not self.store.is_done(u)]
         log.info("bench gotd: task %s (%s), pool %d rows (%d dev/test duplicates dropped), %d runs, %d to do",
@@ -488,7 +540,6 @@ class GotdBench:
             log.info("[%d/%d] %s budget %d seed %d: test %s %.4f, LM loss %.3f -> %.3f (%.0f s)", i, len(todo),
                      method, budget, seed, self.task.metric, record["test_score"], record["lm_loss_before"],
                      record["lm_loss_after"], time.perf_counter() - t0)
-        return self.write()
 
     def composition_table(self, records: list[dict], top: int = 5) -> str:
         """Markdown: the ``top`` pool domains of each (method, budget) selection, mean share over seeds."""
@@ -516,14 +567,12 @@ class GotdBench:
                  "--methods", ",".join(c.methods), "--budgets", ",".join(map(str, c.budgets)),
                  "--seeds", str(len(c.seeds)), "--out", c.out]
         default = GotdBenchConfig.scale_defaults(c.scale)
-        for name in ("model", "embedder", "objective", "metric", "text_field", "pool_size", "label_budget",
-                     "test_limit", "dev_limit", "lm_loss_texts", "pretrain_epochs", "pretrain_lr",
-                     "pretrain_batch_size", "finetune_epochs", "finetune_lr", "finetune_batch_size", "max_length"):
+        for name in TUNABLE + ("objective", "text_field"):
             value = getattr(c, name)
             if value != default.get(name, GotdBenchConfig.__dataclass_fields__[name].default):
                 parts += ["--" + name.replace("_", "-"), str(value)]
-        if c.seeds != list(range(len(c.seeds))):
-            parts.append(f"# seeds {c.seeds}")
+        if c.seeds and c.seeds != list(range(len(c.seeds))):
+            parts += ["--first-seed", str(c.seeds[0])]
         return " ".join(shlex.quote(p) for p in parts)
 
     def write(self):
@@ -554,7 +603,7 @@ class GotdBench:
             import json
 
             e = json.loads(embed_info.read_text())
-            notes += (f"\n\nPool embeddings for gotd/knn ({e['rows']} rows, `{e['embedder']}`): {e['seconds']:.1f} s, "
+            notes += (f"\n\nPool embeddings for gotd/knn ({e['rows']} rows, `{e['source']}`): {e['seconds']:.1f} s, "
                       "computed once and shared; `selection s` is the ranking alone (once per method and seed, "
                       "shared by its budgets).")
         files = write_results(self.out, records, group_by=["method", "budget"],
@@ -596,55 +645,67 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pre-fine-tune on each method's selection, fine-tune on the target task, compare (GOT-D's claim)",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("--pool", default=None, help="pool file (.jsonl/.csv/.tsv/.parquet; 'synthetic' at scale tiny)")
+    scale = "the scale's"
+    p.add_argument("--pool", default=None, help="pool file (.jsonl/.csv/.tsv/.parquet, e.g. from "
+                   "benchmarks/text_pool.py); 'synthetic' (the tiny scale's default)")
     p.add_argument("--task", default=None, help="task name (chemprot, sci-cite, mag, sst-2, cola, mrpc, rte, mr, cr, "
-                   "ag_news, synthetic) or a folder/train file of train/dev/test JSONL with text,label")
-    p.add_argument("--out", required=True, help="output folder (resumes the runs already there)")
-    p.add_argument("--scale", default="tiny", choices=list(SCALES), help="defaults for sizes and models (default: tiny)")
+                   "ag_news, synthetic) or a folder / train file of train, dev, test JSONL with text,label")
+    p.add_argument("--out", required=True, help="bench folder (reuse it to resume)")
+    p.add_argument("--scale", default="tiny", choices=list(SCALES),
+                   help="tiny: a tiny BERT on a synthetic task, ~1 min; cpu: MiniLM on subsamples, ~1 h per task on "
+                   "2 cores; gpu: full test sets, 5K labels, larger budgets (default: tiny)")
     p.add_argument("--methods", default=None, help="comma-separated pool methods and/or 'none' "
                    "(default: gotd,dsir,knn,random,none)")
-    p.add_argument("--budgets", default=None, help="comma-separated numbers of pool examples to pre-fine-tune on")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
-    p.add_argument("--model", default=None, help="'tiny', 'minilm' or a local model folder (encoder: masked LM; "
-                   "decoder: causal LM)")
-    p.add_argument("--objective", default="auto", choices=["auto", "mlm", "causal"], help="pre-fine-tuning objective")
-    p.add_argument("--embedder", default=None, help="embeddings for gotd/knn: 'minilm', 'hash' or a local encoder folder")
+    p.add_argument("--budgets", default=None,
+                   help=f"comma-separated numbers of pool examples to pre-fine-tune on ({scale})")
+    p.add_argument("--seeds", type=int, default=None, help=f"runs per method and budget, seeds 0..N-1 ({scale})")
+    p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--model", default=None, help="'tiny', 'minilm' or a local model folder; an encoder is "
+                   "pre-fine-tuned with masked LM, a decoder with causal LM (the scale's)")
+    p.add_argument("--objective", default="auto", choices=["auto", "mlm", "causal"],
+                   help="pre-fine-tuning objective (default: from the model)")
+    p.add_argument("--embedder", default=None,
+                   help=f"embeddings for gotd/knn: 'minilm', 'hash' or a local encoder ({scale})")
+    p.add_argument("--pool-embeddings", default=None, help=".npy of the pool's embeddings, aligned with the pool "
+                   "file's rows, from the same encoder as --embedder (skips embedding the pool)")
     p.add_argument("--metric", default=None, help="override the task's metric (micro_f1, macro_f1, f1, mcc, accuracy)")
     p.add_argument("--text-field", default="text", help="pool text field (default: text)")
-    p.add_argument("--pool-size", type=int, default=None, help="rows drawn from the pool (seed 0)")
-    p.add_argument("--label-budget", type=int, default=None, help="at most this many labelled training examples")
-    p.add_argument("--test-limit", type=int, default=None, help="test examples scored (seed-0 subsample)")
-    p.add_argument("--dev-limit", type=int, default=None, help="dev examples for choosing the epoch")
-    p.add_argument("--lm-loss-texts", type=int, default=None, help="test texts for the LM loss")
-    p.add_argument("--pretrain-epochs", type=int, default=None)
-    p.add_argument("--pretrain-lr", type=float, default=None)
-    p.add_argument("--pretrain-batch-size", type=int, default=None)
-    p.add_argument("--finetune-epochs", type=int, default=None)
-    p.add_argument("--finetune-lr", type=float, default=None)
-    p.add_argument("--finetune-batch-size", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None, help="tokens per text")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--pool-size", type=int, default=None, help=f"pool rows drawn once with seed 0 ({scale})")
+    p.add_argument("--label-budget", type=int, default=None, help=f"labelled training examples per seed ({scale})")
+    p.add_argument("--test-limit", type=int, default=None, help=f"test examples scored, a fixed subsample ({scale})")
+    p.add_argument("--dev-limit", type=int, default=None, help=f"dev examples for choosing the epoch ({scale})")
+    p.add_argument("--lm-loss-texts", type=int, default=None, help=f"test texts for the LM loss ({scale})")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help=f"pre-fine-tuning epochs ({scale})")
+    p.add_argument("--pretrain-lr", type=float, default=None, help=f"pre-fine-tuning peak learning rate ({scale})")
+    p.add_argument("--pretrain-batch-size", type=int, default=None, help=f"({scale})")
+    p.add_argument("--finetune-epochs", type=int, default=None, help=f"classifier epochs ({scale})")
+    p.add_argument("--finetune-lr", type=float, default=None, help=f"classifier peak learning rate ({scale})")
+    p.add_argument("--finetune-batch-size", type=int, default=None, help=f"({scale})")
+    p.add_argument("--max-length", type=int, default=None, help=f"tokens per text ({scale})")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_cli)
 
 
 def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
-    overrides = {k: getattr(args, k) for k in (
-        "pool", "task", "model", "embedder", "metric", "pool_size", "label_budget", "test_limit", "dev_limit",
-        "lm_loss_texts", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "finetune_epochs", "finetune_lr",
-        "finetune_batch_size", "max_length", "threads")}
+    overrides = {k: getattr(args, k) for k in ("pool", "task", "threads") + TUNABLE}
     overrides.update(objective=args.objective, text_field=args.text_field, device=args.device,
                      progress=not args.no_progress)
     if args.methods is not None:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.budgets is not None:
         overrides["budgets"] = parse_int_list(args.budgets, "--budgets")
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-        overrides["seeds"] = list(range(args.seeds))
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be non-negative, got {args.first_seed}")
+    if args.seeds is not None or args.first_seed:
+        n = args.seeds if args.seeds is not None else SCALES[args.scale].seeds
+        overrides["seeds"] = list(range(args.first_seed, args.first_seed + n))
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     return GotdBenchConfig.from_scale(args.scale, args.out, **overrides)
 
 

@@ -280,7 +280,8 @@ def train_classifier(classifier: Classifier, train: LabelledSplit, config: Class
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
     if train.labels.max() >= classifier.num_labels or train.labels.min() < 0:
-        raise ValueError(f"training labels must be in [0, {classifier.num_labels}), got {train.labels.min()}..{train.labels.max()}")
+        raise ValueError(f"training labels must be in [0, {classifier.num_labels}), "
+                         f"got {train.labels.min()}..{train.labels.max()}")
     device = resolve_device(config.device)
     model, tok = classifier.model.to(device), classifier.tokenizer
     seqs = _encode_split(tok, train, config.max_length)

@@ -172,7 +172,8 @@ def _jsonl_columns(path: Path, text_field: str = "text", label_field: str = "lab
             if f not in row or row[f] is None:
                 raise ValueError(f"{path}:{line}: no field {f!r} (fields: {', '.join(map(str, row))})")
         if not isinstance(row[text_field], str):
-            raise ValueError(f"{path}:{line}: field {text_field!r} is {type(row[text_field]).__name__}, expected a string")
+            kind = type(row[text_field]).__name__
+            raise ValueError(f"{path}:{line}: field {text_field!r} is {kind}, expected a string")
         texts.append(row[text_field])
         labels.append(row[label_field])
         if pairs is not None:
@@ -181,7 +182,8 @@ def _jsonl_columns(path: Path, text_field: str = "text", label_field: str = "lab
 
 
 def _make_task(name: str, metric: str, source: str,
-               splits: dict[str, tuple[list[str], list[Any], list[str] | None] | None], **info: Any) -> ClassificationTask:
+               splits: dict[str, tuple[list[str], list[Any], list[str] | None] | None],
+               **info: Any) -> ClassificationTask:
     present = {k: v for k, v in splits.items() if v is not None}
     names, ids = _label_ids([v[1] for v in present.values()])
     built = {k: LabelledSplit(texts=v[0], labels=i, text_pairs=v[2]) for (k, v), i in zip(present.items(), ids)}
@@ -196,7 +198,8 @@ def _cut(columns: tuple[list[str], list[Any], list[str] | None], share: float, s
     n_cut = int(round(share * len(texts)))
     parts = []
     for idx in (np.sort(perm[n_cut:]), np.sort(perm[:n_cut])):
-        parts.append(([texts[i] for i in idx], [labels[i] for i in idx], None if pairs is None else [pairs[i] for i in idx]))
+        part_pairs = None if pairs is None else [pairs[i] for i in idx]
+        parts.append(([texts[i] for i in idx], [labels[i] for i in idx], part_pairs))
     return parts[0], parts[1]
 
 
@@ -216,13 +219,15 @@ def _register(name: str) -> Callable[[TaskLoader], TaskLoader]:
 @_register("chemprot")
 def _chemprot(root: Path) -> ClassificationTask:
     d = root / "chemprot"
-    return _make_task("chemprot", "micro_f1", str(d), {s: _jsonl_columns(d / f"{s}.jsonl") for s in ("train", "dev", "test")})
+    splits = {s: _jsonl_columns(d / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    return _make_task("chemprot", "micro_f1", str(d), splits)
 
 
 @_register("sci-cite")
 def _scicite(root: Path) -> ClassificationTask:
     d = root / "sci-cite"
-    return _make_task("sci-cite", "macro_f1", str(d), {s: _jsonl_columns(d / f"{s}.jsonl") for s in ("train", "dev", "test")})
+    splits = {s: _jsonl_columns(d / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    return _make_task("sci-cite", "macro_f1", str(d), splits)
 
 
 @_register("mag")
@@ -233,8 +238,8 @@ def _mag(root: Path) -> ClassificationTask:
     texts, labels, _ = _jsonl_columns(d / "dev.jsonl")
     keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if not (t == "tokens" and y == "category")]
     train = ([texts[i] for i in keep], [labels[i] for i in keep], None)
-    return _make_task("mag", "macro_f1", str(d), {"train": train, "dev": None, "test": _jsonl_columns(d / "test.jsonl")},
-                      note="train = the released dev split")
+    splits = {"train": train, "dev": None, "test": _jsonl_columns(d / "test.jsonl")}
+    return _make_task("mag", "macro_f1", str(d), splits, note="train = the released dev split")
 
 
 @_register("sst-2")
@@ -258,7 +263,8 @@ def _mrpc(root: Path) -> ClassificationTask:
     d = root / "glue" / "MRPC"
     return _make_task("mrpc", "f1", str(d), {
         "train": _tsv_columns(d / "train.tsv", True, 3, 0, pair_col=4, n_cols=5), "dev": None,
-        "test": _tsv_columns(d / "dev.tsv", True, 3, 0, pair_col=4, n_cols=5)}, note="test = GLUE dev (test labels are hidden)")
+        "test": _tsv_columns(d / "dev.tsv", True, 3, 0, pair_col=4, n_cols=5)},
+        note="test = GLUE dev (test labels are hidden)")
 
 
 @_register("rte")
@@ -266,7 +272,8 @@ def _rte(root: Path) -> ClassificationTask:
     d = root / "glue" / "RTE"
     return _make_task("rte", "accuracy", str(d), {
         "train": _tsv_columns(d / "train.tsv", True, 1, 3, pair_col=2, n_cols=4), "dev": None,
-        "test": _tsv_columns(d / "dev.tsv", True, 1, 3, pair_col=2, n_cols=4)}, note="test = GLUE dev (test labels are hidden)")
+        "test": _tsv_columns(d / "dev.tsv", True, 1, 3, pair_col=2, n_cols=4)},
+        note="test = GLUE dev (test labels are hidden)")
 
 
 def _senteval(name: str, folder: str) -> TaskLoader:
@@ -337,7 +344,8 @@ def load_task_from_files(path: str | os.PathLike, metric: str = "macro_f1", text
     for s in ("train", "test"):
         if files[s] is None:
             raise FileNotFoundError(f"{p}: no {s} file (expected {s}.jsonl or similar)")
-    splits = {s: None if f is None else _jsonl_columns(f, text_field, label_field, pair_field) for s, f in files.items()}
+    splits = {s: None if f is None else _jsonl_columns(f, text_field, label_field, pair_field)
+              for s, f in files.items()}
     for s, cols in splits.items():
         if cols is not None and not cols[0]:
             raise ValueError(f"{files[s]}: the {s} split is empty")
