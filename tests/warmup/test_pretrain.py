@@ -195,3 +195,17 @@ def test_language_model_follows_its_device(bert_dir, task):
         pretrain(lm, task.train.texts[:16], PretrainConfig(max_steps=1, device="cuda"))
         assert lm.device.type == "cuda"
         assert np.isfinite(lm_loss(lm, task.test.texts[:8]).loss)
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_is_a_causal_lm_with_a_sane_loss():
+    llm = pytest.importorskip("tunesift.rec.llm")
+    try:
+        folder = llm.convert_default_llm()
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"SmolLM2 is not installed: {e}")
+    lm = load_language_model(folder)
+    assert lm.objective == "causal" and lm.fresh_parameters == []
+    texts = ["The cat sat on the mat.", "Proteins fold into three-dimensional structures."]
+    loss = lm_loss(lm, texts, max_length=32, batch_size=2)
+    assert 1.0 < loss.loss < 7.0  # a trained model on plain English: perplexity in the tens

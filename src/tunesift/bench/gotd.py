@@ -273,12 +273,16 @@ def pool_rows(pool, task, pool_size: int | None) -> tuple[np.ndarray, np.ndarray
 
 def prepare_pool(pool, task, pool_size: int | None):
     """The pool a bench uses (see :func:`pool_rows`) and the number of dev/test duplicates dropped."""
-    sample, kept, dropped = pool_rows(pool, task, pool_size)
+    _, kept, dropped = pool_rows(pool, task, pool_size)
+    return _subset(pool, kept, dropped), dropped
+
+
+def _subset(pool, kept: np.ndarray, dropped: int):
     if len(kept) == len(pool):
-        return pool, dropped
+        return pool
     sub = pool.subset(kept)
     sub.fingerprint = f"{pool.fingerprint}:rows{len(kept)}:drop{dropped}"
-    return sub, dropped
+    return sub
 
 
 def fixed_subset(split, limit: int | None):
@@ -299,12 +303,17 @@ def make_embedder(spec: str, device: str, progress: bool):
 
 
 def resolve_model(spec: str, out: Path, texts: Sequence[str], max_length: int) -> str:
-    """A local model folder: the packaged MiniLM, a tiny model built once into ``out/model``, or ``spec``."""
+    """A local model folder: the packaged MiniLM encoder, the packaged SmolLM2-135M decoder (converted once
+    by :mod:`tunesift.rec.llm`), a tiny BERT built once into ``out/model``, or ``spec`` itself."""
     from tunesift.embed import default_model_path
     from tunesift.warmup.tiny import build_tiny_model
 
     if spec == "minilm":
         return default_model_path()
+    if spec == "smollm2":
+        from tunesift.rec.llm import convert_default_llm
+
+        return str(convert_default_llm())
     if spec == "tiny":
         folder = out / "model"
         if not (folder / "config.json").exists():
@@ -330,7 +339,7 @@ class GotdBench:
         self.task = load_task(c.task, metric=c.metric)
         self.raw_pool = load_pool(c.pool, c.text_field)
         self.sample_rows, self.kept_rows, self.leaks_dropped = pool_rows(self.raw_pool, self.task, c.pool_size)
-        self.pool, _ = prepare_pool(self.raw_pool, self.task, c.pool_size)
+        self.pool = _subset(self.raw_pool, self.kept_rows, self.leaks_dropped)
         if max(c.budgets) > len(self.pool):
             raise ValueError(f"budget {max(c.budgets)} is larger than the pool ({len(self.pool)} rows after "
                              f"dropping {self.leaks_dropped} dev/test duplicates)")
@@ -344,7 +353,7 @@ class GotdBench:
         settings = c.comparable_settings()
         settings.update(task_info=self.task.describe(), pool_rows=len(self.pool),
                         pool_fingerprint=self.pool.fingerprint,
-                        model_path=self.model_path if c.model not in ("tiny", "minilm") else c.model)
+                        model_path=self.model_path if c.model not in ("tiny", "minilm", "smollm2") else c.model)
         self.store = RunStore(self.out, settings)
         self._pool_embeddings: np.ndarray | None = None
         self._embedder = None
@@ -660,8 +669,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated numbers of pool examples to pre-fine-tune on ({scale})")
     p.add_argument("--seeds", type=int, default=None, help=f"runs per method and budget, seeds 0..N-1 ({scale})")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--model", default=None, help="'tiny', 'minilm' or a local model folder; an encoder is "
-                   "pre-fine-tuned with masked LM, a decoder with causal LM (the scale's)")
+    p.add_argument("--model", default=None, help="'tiny', 'minilm', 'smollm2' (SmolLM2-135M, causal) or a local "
+                   "model folder; an encoder is pre-fine-tuned with masked LM, a decoder with causal LM (the scale's)")
     p.add_argument("--objective", default="auto", choices=["auto", "mlm", "causal"],
                    help="pre-fine-tuning objective (default: from the model)")
     p.add_argument("--embedder", default=None,
