@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     solve.add_argument("--momentum", type=float, default=1.3)
     solve.add_argument("--threshold", type=float, default=0.1)
     solve.add_argument("--max-iter", type=int, default=2000)
+    solve.add_argument("--our-momentum", type=float, default=None,
+                       help="momentum of ours, ours-stored (default --momentum; ours-same always uses --momentum)")
     solve.add_argument("--our-threshold", type=float, default=1e-3,
                        help="threshold of ours, ours-stored and semidual (L1 error of both marginals)")
     solve.add_argument("--pot-threshold", type=float, default=None,
@@ -238,7 +240,8 @@ def run_ours(kind: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) 
                                        max_iter=args.max_iter, block_size=block, warn=False)
     else:
         budget = int(args.cost_memory_budget) if kind == "ours-stored" else 0
-        solve = lambda: sinkhorn(xt, yt, epsilon=args.epsilon, momentum=args.momentum,  # noqa: E731
+        momentum = args.momentum if kind == "ours-same" or args.our_momentum is None else args.our_momentum
+        solve = lambda: sinkhorn(xt, yt, epsilon=args.epsilon, momentum=momentum,  # noqa: E731
                                  threshold=threshold, max_iter=args.max_iter, block_size=block,
                                  cost_memory_budget=budget, warn=False)
     result = measured(run, solve, cuda=device.type == "cuda")
@@ -394,6 +397,7 @@ def solve_case(label: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespac
     record: dict[str, Any] = {"case": label, "n": n, "m": m, "d": int(x.shape[1]), "k": k, "device": args.device,
                               "threads": args.threads, "epsilon": args.epsilon, "momentum": args.momentum,
                               "threshold": args.threshold, "our_threshold": args.our_threshold,
+                              "our_momentum": args.momentum if args.our_momentum is None else args.our_momentum,
                               "block_size": args.block_size,
                               "ours_s": ours.seconds if ours else None,
                               "ref": "ott-jax 0.6.0" if ott else None, "ref_s": ott.seconds if ott else None,

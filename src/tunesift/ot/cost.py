@@ -20,15 +20,29 @@ def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return cost.clamp_min_(0.0)
 
 
+def squared_norms(points: torch.Tensor, rows: int = 4096) -> torch.Tensor:
+    """``||p_i||^2`` for every row, (n,), in row blocks (no (n, d) temporary)."""
+    return torch.cat([(block * block).sum(1) for block in points.split(rows)])
+
+
 def mean_cost(x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean of ``C_ij`` over all pairs, in closed form without forming C.
 
     ``mean C = mean ||x||^2 + mean ||y||^2 - 2 mean(x) . mean(y)`` (unweighted, like ott-jax's
-    ``relative_epsilon="mean"``), accumulated in float64.
+    ``relative_epsilon="mean"``), accumulated in float64 over row blocks.
     """
-    x64, y64 = x.double(), y.double()
-    value = (x64 * x64).sum(1).mean() + (y64 * y64).sum(1).mean() - 2.0 * (x64.mean(0) @ y64.mean(0))
-    return float(value)
+    def moments(points: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        squares = torch.zeros((), dtype=torch.float64, device=points.device)
+        total = torch.zeros(points.shape[1], dtype=torch.float64, device=points.device)
+        for start in range(0, points.shape[0], rows):
+            block = points[start:start + rows].double()
+            squares += (block * block).sum()
+            total += block.sum(0)
+        return squares / points.shape[0], total / points.shape[0]
+
+    x_squares, x_mean = moments(x)
+    y_squares, y_mean = moments(y)
+    return float(x_squares + y_squares - 2.0 * (x_mean @ y_mean))
 
 
 class BlockCost:
@@ -48,8 +62,8 @@ class BlockCost:
         self.n, self.m = x.shape[0], y.shape[0]
         self.epsilon = float(epsilon)
         self.block_size = int(min(block_size, self.n))
-        self.x_sq_over_eps = (x * x).sum(1) / self.epsilon  # (N,)
-        self.y_sq_over_eps = (y * y).sum(1) / self.epsilon  # (M,)
+        self.x_sq_over_eps = squared_norms(x) / self.epsilon  # (N,)
+        self.y_sq_over_eps = squared_norms(y) / self.epsilon  # (M,)
         self._yt = y.T  # (d, M) view
         self._work = torch.empty(self.block_size, self.m, dtype=x.dtype, device=x.device)
         self._scratch: torch.Tensor | None = None

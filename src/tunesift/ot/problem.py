@@ -55,9 +55,14 @@ def _as_points(value: Any, name: str, like: torch.Tensor | None) -> torch.Tensor
         value = value.to(like.dtype)
     if value.ndim != 2 or value.shape[0] == 0 or value.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array of points (n, d), got shape {tuple(value.shape)}")
-    if not bool(torch.isfinite(value).all()):
+    if not all_finite(value):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
     return value
+
+
+def all_finite(value: torch.Tensor, rows: int = 4096) -> bool:
+    """Whether every entry is finite, checked in row blocks (no full-size boolean temporary)."""
+    return all(bool(torch.isfinite(value[start:start + rows]).all()) for start in range(0, value.shape[0], rows))
 
 
 def _as_masses(value: Any, name: str, n: int, like: torch.Tensor) -> torch.Tensor:
