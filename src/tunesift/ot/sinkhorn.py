@@ -48,7 +48,7 @@ def expect_convergence(errors: list[float], threshold: float) -> bool:
     """Whether the next check will likely meet the threshold (geometric extrapolation of the errors).
 
     Then the sweep also measures the cost of the state it checks, which spares a final sweep (a
-    whole matrix product online) for about 5% of a sweep's work.
+    whole matrix product online) for two matrix-vector products per block.
     """
     if len(errors) < 2:
         return True
@@ -83,6 +83,9 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
         epsilon: regularisation, absolute (ott-jax's ``epsilon``) unless ``relative_epsilon``.
         relative_epsilon: multiply ``epsilon`` by the mean cost (computed in closed form).
         momentum: over-relaxation weight in (0, 2); 1 is plain Sinkhorn, 1.3 is GOT-D's setting.
+            Over-relaxation pays off when plain Sinkhorn is slow (small epsilon); on sentence
+            embeddings at epsilon 0.1 plain Sinkhorn already converges in a handful of sweeps and
+            1.3 needs about twice as many.
         threshold: stop when ``||P 1 - a||_1 + ||P^T 1 - b||_1 <= threshold``.
         max_iter: at most this many iterations (an f-update and, unless it stops, a g-update).
         block_size: rows of the cost evaluated at once (memory block_size x M). On a GPU larger

@@ -57,8 +57,8 @@ def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Te
         f_out: (N,) written with the new f, over-relaxed against ``f_old`` if given.
         f_old: (N,) previous f (needed for over-relaxation only).
         momentum: over-relaxation weight w, ``f_out = (1 - w) f_old + w f_new``.
-        measure: also accumulate the total mass and ``<P, C>``, from the same block: one copy and
-            two products more per block instead of a separate sweep (a matrix product online).
+        measure: also accumulate the total mass and ``<P, C>``, from the same block: two
+            matrix-vector products more per block instead of a separate sweep (a matrix product online).
 
     Returns:
         Row error, column sums (scaled) and, if asked, mass and transport cost of ``P(f_out, g)``.
@@ -77,12 +77,12 @@ def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Te
         transport = torch.zeros((), dtype=torch.float64, device=g.device)
     for start, stop in cost.blocks():
         scores, row_const = cost.row_scores(start, stop, g_over_eps)  # (B, M)
-        saved = cost.scratch(stop - start).copy_(scores) if measure else None
         row_max = scores.amax(1, keepdim=True)  # (B, 1)
-        scores.sub_(row_max)
+        # measuring needs the scores after exponentiating them: then exponentiate into the scratch
+        exps = torch.sub(scores, row_max, out=cost.scratch(stop - start)) if measure else scores.sub_(row_max)
         if clamp:
-            scores.clamp_min_(floor)  # the entries below exp's range: at most `tiny` instead of 0
-        exps = scores.exp_()  # (B, M) = E, each row's largest entry is 1
+            exps.clamp_min_(floor)  # the entries below exp's range: at most `tiny` instead of 0
+        exps.exp_()  # (B, M) = E, each row's largest entry is 1
         sums = exps.sum(1)  # (B,)
         log_sums = sums.log()
         lse = row_max.squeeze(1) + log_sums
@@ -103,7 +103,7 @@ def row_sweep(cost: BlockCost, g: torch.Tensor, log_a: torch.Tensor, a: torch.Te
         log_weights = log_marginal - log_sums
         if measure:
             # sum_j E_ij C_ij = E g + eps row_const s - eps sum_j E_ij scores_ij  (C = g + eps row_const - eps scores)
-            weighted_cost = exps @ g - eps * torch.einsum("ij,ij->i", exps, saved)
+            weighted_cost = exps @ g - eps * torch.linalg.vecdot(exps, scores)
             if row_const is not None:
                 weighted_cost += eps * row_const * sums
             mass += log_marginal.exp().double().sum()
