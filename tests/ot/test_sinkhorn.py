@@ -157,6 +157,10 @@ def test_float64_and_float32_follow_x():
     # numpy float32 input works too, and integer input is promoted to float32
     assert sinkhorn(x.float().numpy(), y.float().numpy(), epsilon=0.5).f.dtype == torch.float32
     assert sinkhorn(torch.ones(3, 2, dtype=torch.int64), torch.zeros(2, 2, dtype=torch.int64)).f.dtype == torch.float32
+    # inputs that require grad are detached (the potentials carry no autograd graph)
+    detached = sinkhorn(x.clone().requires_grad_(), y, a, b, epsilon=0.5, threshold=1e-10)
+    assert not detached.f.requires_grad
+    torch.testing.assert_close(detached.f, r64.f)
 
 
 @pytest.mark.parametrize(

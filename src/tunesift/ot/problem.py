@@ -46,6 +46,7 @@ class Problem:
 def _as_points(value: Any, name: str, like: torch.Tensor | None) -> torch.Tensor:
     if isinstance(value, np.ndarray) or not isinstance(value, torch.Tensor):
         value = torch.as_tensor(np.asarray(value))
+    value = value.detach()  # the solvers work in place on buffers: no autograd graph
     if like is None:
         if not (value.is_floating_point()) or value.dtype in (torch.float16, torch.bfloat16):
             value = value.to(torch.float32)  # log-domain iterations need at least float32
