@@ -393,7 +393,14 @@ class _PrefixPass:
         self.first_layer = first_layer
         self.inputs = capture.inputs  # module -> [(1, length, in)]
         self.outputs = capture.outputs  # module -> [(1, length, out)] in the graph
+        self.targets = [(m, call) for m in linear for call in range(len(self.outputs[m]))]
         self.config = model.config
+        # ∂A/∂(hooked outputs on the prefix): the same for every sample up to the factor 1/N(s), so taken
+        # once here; only the samples' pulls on the cached keys/values need a per-sample backward.
+        self.loss_deltas = [None] * len(self.targets)
+        if self.loss_sum.requires_grad and self.targets:
+            self.loss_deltas = list(torch.autograd.grad(self.loss_sum, [self.outputs[m][c] for m, c in self.targets],
+                                                        retain_graph=True, allow_unused=True))
 
     def cache_for(self, batch_size: int):
         """A cache holding the prefix for ``batch_size`` samples, and the leaves whose gradients are per sample."""
@@ -455,27 +462,28 @@ def per_sample_grad_norms_shared_prefix(
         pairs[module_name].append((_token_rows(capture.inputs[module_name][call], batch_size, mask),
                                    _token_rows(delta, batch_size, mask)))
 
-    # Prefix tokens: d(A / N(s)) plus each sample's pull on the cached keys/values, back through the prefix.
+    # Prefix tokens: ∂A/∂y / N(s) (taken once) plus each sample's pull on the cached keys/values, pushed
+    # back through the prefix pass for all samples at once.
     roots, root_grads = [], []
-    if prefix.loss_sum.requires_grad:
-        roots.append(prefix.loss_sum)
-        root_grads.append(1.0 / n_labels)  # (B,)
     for (stage_one, _), leaf_grad in zip(leaves, grads[len(hooked):]):
         if leaf_grad is not None:
             roots.append(stage_one)
             root_grads.append(leaf_grad.unsqueeze(1))  # (B, 1, heads, length, head dim)
-    prefix_targets = [(m, call) for m in linear for call in range(len(prefix.outputs[m]))]
-    if roots and prefix_targets:
-        prefix_deltas = torch.autograd.grad(roots, [prefix.outputs[m][c] for m, c in prefix_targets],
-                                            grad_outputs=root_grads, is_grads_batched=True,
-                                            retain_graph=True, allow_unused=True)
-        for (module_name, call), delta in zip(prefix_targets, prefix_deltas):
-            x = prefix.inputs[module_name][call]
-            x = x.reshape(1, -1, x.shape[-1]).float().expand(batch_size, -1, -1)
-            if delta is None:
-                delta = torch.zeros(batch_size, x.shape[1], prefix.outputs[module_name][call].shape[-1],
-                                    device=device)
-            pairs[module_name].append((x, delta.reshape(batch_size, x.shape[1], -1).float()))
+    pulls = [None] * len(prefix.targets)
+    if roots and prefix.targets:
+        pulls = torch.autograd.grad(roots, [prefix.outputs[m][c] for m, c in prefix.targets],
+                                    grad_outputs=root_grads, is_grads_batched=True, retain_graph=True,
+                                    allow_unused=True)
+    for (module_name, call), pull, loss_delta in zip(prefix.targets, pulls, prefix.loss_deltas):
+        x = prefix.inputs[module_name][call]
+        x = x.reshape(1, -1, x.shape[-1]).float().expand(batch_size, -1, -1)  # (B, length, in)
+        n_out = prefix.outputs[module_name][call].shape[-1]
+        delta = torch.zeros(batch_size, x.shape[1], n_out, device=device)
+        if pull is not None:
+            delta = delta + pull.reshape(batch_size, x.shape[1], n_out).float()
+        if loss_delta is not None:
+            delta = delta + loss_delta.reshape(1, x.shape[1], n_out).float() / n_labels[:, None, None]
+        pairs[module_name].append((x, delta))
     return _squared_norms(parts, pairs, norm_method).sqrt().detach()
 
 
