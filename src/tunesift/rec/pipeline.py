@@ -411,33 +411,31 @@ class RecContext:
         """(N,) the LLM's effort (LoRA gradient norm) on each candidate's training sample."""
         if self._effort is not None:
             return self._effort
-        from tqdm.auto import tqdm
-
         s = self.settings
         samples = self.samples()  # measured with the LLM's tokenizer; the LLM itself loads only if needed
         texts_hash = hashlib.sha256("\0".join(x.text for x in samples).encode()).hexdigest()
         model_id = "given" if self._llm_given else (str(Path(s.llm).resolve()) if s.llm else "default-smollm2")
         key = _key(data=self._data_key, llm=model_id, lora=[s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_targets],
-                   loss_on=s.effort_loss_on, params=s.effort_parameters, texts=texts_hash, seed=self.seed)
+                   loss_on=s.effort_loss_on, params=s.effort_parameters, texts=texts_hash, seed=self.seed,
+                   max_tokens=s.max_tokens)
         cache = StageCache(None) if self._llm_given else self.cache  # a model object has no stable identity
         with self.timer.stage("effort"):
             cached = cache.load_array("effort", key) is not None
-            bar = tqdm(total=len(samples), desc="effort (LLM)", unit="sample", disable=not self.progress)
+            n_chunks = -(-len(samples) // s.effort_chunk)
 
             def compute(sl: slice) -> np.ndarray:
                 from tunesift.rec.effort import effort_scores
 
                 model, tokenizer = self.llm()
                 part = samples[sl]
-                scores = effort_scores(model, tokenizer, [x.prompt for x in part],
-                                       responses=[x.response for x in part], batch_size=s.effort_batch_size,
-                                       loss_on=s.effort_loss_on, param_filter=s.effort_parameters,
-                                       max_length=s.max_tokens, device=self.device, progress=False)
-                bar.update(len(part))
-                return scores
+                if n_chunks > 1:
+                    log.info("effort: samples %d-%d of %d", sl.start + 1, sl.stop, len(samples))
+                return effort_scores(model, tokenizer, [x.prompt for x in part],
+                                     responses=[x.response for x in part], batch_size=s.effort_batch_size,
+                                     loss_on=s.effort_loss_on, param_filter=s.effort_parameters,
+                                     max_length=s.max_tokens, device=self.device, progress=self.progress)
 
-            self._effort = cache.chunked("effort", key, len(samples), s.effort_chunk, compute, bar.update)
-            bar.close()
+            self._effort = cache.chunked("effort", key, len(samples), s.effort_chunk, compute)
         self.stage_info["effort"] = {"llm": model_id, "cached": cached, "batch_size": s.effort_batch_size,
                                      "loss_on": s.effort_loss_on,
                                      "parameters": s.effort_parameters or "last layer's v_proj lora_B"}
