@@ -98,8 +98,8 @@ def test_budget_larger_than_pool_is_refused(tmp_path):
 
 
 def _run(tmp_path, methods, **kw):
-    settings = {**SMALL, **kw}
-    c = GotdBenchConfig.from_scale("tiny", str(tmp_path), methods=methods, budgets=[50], seeds=[0], **settings)
+    settings = {**SMALL, "seeds": [0], **kw}
+    c = GotdBenchConfig.from_scale("tiny", str(tmp_path), methods=methods, budgets=[50], **settings)
     return GotdBench(c), c
 
 
@@ -140,6 +140,62 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, monkeypatch):
     # other comparable settings are refused
     with pytest.raises(ValueError, match="other settings"):
         _run(tmp_path, ["random"], label_budget=70)
+
+
+def test_every_method_starts_from_the_same_warmed_head(tmp_path, monkeypatch):
+    import torch
+
+    from tunesift.warmup import pretrain as pretrain_module
+    from tunesift.warmup.pretrain import head_parameters, lm_loss, load_language_model
+
+    torch.set_num_threads(1)
+    seen = []
+    original = pretrain_module.pretrain
+
+    def spy(lm, texts, config=None, progress=False):
+        if any(p.requires_grad for p in lm.model.base_model.parameters()):  # pre-fine-tuning, not the warm-up
+            seen.append({n: p.detach().clone() for n, p in head_parameters(lm.model)})
+        return original(lm, texts, config, progress)
+
+    monkeypatch.setattr(pretrain_module, "pretrain", spy)
+    bench, _ = _run(tmp_path, ["dsir", "random", "none"], seeds=[0, 1], finetune_epochs=1, head_warmup_steps=20)
+    bench.run()
+    info = json.loads((tmp_path / "cache" / "warm_head.json").read_text())
+    assert info["warmed"] and info["steps"] == 20 and np.isfinite(info["last_loss"])
+    assert info["fresh_parameters"] and all(k.startswith("cls.") for k in info["fresh_parameters"])
+    warm = load_language_model(tmp_path / "cache" / "warm_head")
+    assert warm.fresh_parameters == []  # the warmed head is saved with the model
+    fresh = load_language_model(bench.model_path, seed=0)
+    # the warm-up changed the head and nothing else
+    for k, v in fresh.model.base_model.state_dict().items():
+        assert torch.equal(v, warm.model.base_model.state_dict()[k]), k
+    warm_head = dict(head_parameters(warm.model))
+    assert not torch.equal(warm_head["cls.predictions.transform.dense.weight"],
+                           dict(head_parameters(fresh.model))["cls.predictions.transform.dense.weight"])
+    general = [bench.pool.texts[i] for i in bench.head_warmup_rows()[:200]]
+    assert lm_loss(warm, general, 24).loss < lm_loss(fresh, general, 24).loss - 0.2
+    assert bench.lm_loss_before() == pytest.approx(lm_loss(warm, bench.lm_texts, 24).loss)  # "before": warm head
+    # both pre-fine-tuned methods, both seeds, started from that head
+    assert len(seen) == 4
+    for heads in seen:
+        for n, p in heads.items():
+            assert torch.equal(p, warm_head[n]), n
+    records = bench.store.records()
+    assert len({r["lm_loss_before"] for r in records}) == 1  # `none` too: warmed head, no pre-fine-tuning
+    assert "warmed up alone" in (tmp_path / "results.md").read_text()
+
+
+def test_no_head_warm_up_for_a_checkpoint_with_a_head(tmp_path):
+    from tunesift.warmup.tasks import synthetic_pool
+    from tunesift.warmup.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "bert", synthetic_pool().texts + synthetic_task().train.texts,
+                              objective="mlm", max_length=64, with_lm_head=True)
+    bench, _ = _run(tmp_path / "out", ["random"], model=str(folder))
+    assert bench.start_path() == str(folder)
+    assert json.loads((tmp_path / "out" / "cache" / "warm_head.json").read_text())["warmed"] is False
+    with pytest.raises(ValueError, match="head_warmup_steps"):
+        _run(tmp_path / "bad", ["random"], head_warmup_steps=-1)
 
 
 def test_gotd_and_knn_units_when_registered(tmp_path):

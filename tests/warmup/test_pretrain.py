@@ -9,7 +9,8 @@ import torch
 
 from tunesift.warmup.pretrain import (IGNORE_INDEX, LanguageModel, PretrainConfig, clone_language_model,
                                       encode, infer_objective, linear_schedule, lm_loss, load_language_model,
-                                      mask_tokens, model_losses, pad_batch, pretrain, token_losses)
+                                      head_parameters, mask_tokens, model_losses, pad_batch, pretrain,
+                                      set_unigram_output_bias, token_losses, unigram_log_prior, warm_up_head)
 
 
 def test_masking_follows_bert_80_10_10():
@@ -186,6 +187,57 @@ def test_max_steps_and_objective_checks(bert_dir, task):
         pretrain(lm, [], PretrainConfig(device="cpu"))
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         load_language_model(str(bert_dir) + "-missing")
+
+
+def test_head_parameters_are_the_untied_head():
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=32))
+    names = sorted(n for n, _ in head_parameters(model))
+    # the decoder's weight is the word embeddings' (base model); its bias is the head's own
+    assert names == ["cls.predictions.bias", "cls.predictions.transform.LayerNorm.bias",
+                     "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.dense.bias",
+                     "cls.predictions.transform.dense.weight"]
+    with pytest.raises(ValueError, match="no separate base model"):
+        head_parameters(model.bert)
+
+
+def test_unigram_log_prior_and_output_bias(bert_dir, task):
+    prior = unigram_log_prior([[1, 2, 2], [2, 3, 0]], 5, exclude=[0], smoothing=1.0)
+    counts = np.array([0, 1, 3, 1, 0]) + 1.0  # id 0 excluded, every id smoothed
+    assert np.allclose(prior.numpy(), np.log(counts / counts.sum()), atol=1e-6)
+    lm = load_language_model(bert_dir, seed=0)
+    texts = task.train.texts[:64]
+    fresh = lm_loss(lm, texts, max_length=32).loss
+    set_unigram_output_bias(lm, texts, max_length=32)
+    assert torch.equal(lm.model.cls.predictions.bias, lm.model.cls.predictions.decoder.bias)
+    assert lm_loss(lm, texts, max_length=32).loss < fresh - 0.5
+
+
+def test_head_warm_up_trains_the_head_alone(bert_dir, task):
+    torch.set_num_threads(1)
+    texts = task.train.texts[:64]
+    lm = load_language_model(bert_dir, seed=0)
+    base_before = {k: v.clone() for k, v in lm.model.base_model.state_dict().items()}
+    head_before = {n: p.detach().clone() for n, p in head_parameters(lm.model)}
+    flags_before = [p.requires_grad for p in lm.model.parameters()]
+    loss_before = lm_loss(lm, texts, max_length=32).loss
+    config = PretrainConfig(learning_rate=5e-2, epochs=10, max_steps=30, batch_size=16, max_length=32, device="cpu")
+    result = warm_up_head(lm, texts, config)
+    assert result.steps == 30
+    # every encoder weight (the word embeddings, which the decoder shares, included) is bit-for-bit unchanged
+    for k, v in lm.model.base_model.state_dict().items():
+        assert torch.equal(v, base_before[k]), k
+    changed = [n for n, p in head_parameters(lm.model) if not torch.equal(p.detach(), head_before[n])]
+    assert len(changed) == len(head_before)
+    assert [p.requires_grad for p in lm.model.parameters()] == flags_before
+    assert lm_loss(lm, texts, max_length=32).loss < loss_before - 0.3
+    # the same seed and settings give the same head
+    again = load_language_model(bert_dir, seed=0)
+    warm_up_head(again, texts, config)
+    for (n, p), (_, q) in zip(head_parameters(lm.model), head_parameters(again.model)):
+        assert torch.allclose(p, q, atol=1e-6), n
 
 
 def test_language_model_follows_its_device(bert_dir, task):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tunesift.warmup.tasks import (TASKS, LabelledSplit, load_task, load_task_from_files, sample_labels,
+from tunesift.warmup.tasks import (TASK_METRICS, TASKS, LabelledSplit, known_task_metric, load_task, load_task_from_files, sample_labels,
                                    synthetic_pool, synthetic_task)
 
 SHARED_TEXT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "text"
@@ -42,6 +42,21 @@ def test_task_from_train_file_finds_siblings_and_metric_override(task_dir):
     task = load_task(task_dir / "train.jsonl", metric="accuracy")
     assert len(task.train) == 3 and len(task.dev) == 1 and len(task.test) == 2
     assert task.metric == "accuracy"
+
+
+def test_a_folder_named_after_a_known_task_gets_its_metric(tmp_path, task_dir):
+    assert sorted(TASK_METRICS) == sorted(TASKS)
+    assert known_task_metric("ChemProt") == "micro_f1" and known_task_metric("SST-2") == "accuracy"
+    assert known_task_metric("sci_cite") == "macro_f1" and known_task_metric("CoLA") == "mcc"
+    assert known_task_metric("my-task") is None
+    folder = tmp_path / "ChemProt"
+    folder.mkdir()
+    for name in ("train", "dev", "test"):
+        (folder / f"{name}.jsonl").write_text((task_dir / f"{name}.jsonl").read_text())
+    assert load_task(folder).metric == "micro_f1"
+    assert load_task(folder / "train.jsonl").metric == "micro_f1"
+    assert load_task(folder, metric="macro_f1").metric == "macro_f1"  # --metric still overrides
+    assert load_task(task_dir).metric == "macro_f1"  # an unknown name: macro-F1
 
 
 def test_task_without_dev_and_integer_labels(tmp_path):

@@ -11,10 +11,17 @@ Protocol of one run (method, budget, seed):
 1. labels: ``label_budget`` training examples drawn with ``seed``; their texts are the selection target;
 2. selection: the method's ranking of the pool for that target (one ranking per method and seed;
    budgets are its prefixes, as in GOT-D's code), the top ``budget`` rows;
-3. pre-fine-tuning: the model's LM head (fresh and seeded if the checkpoint has none) and weights are
-   trained on the selected texts with the model's own objective;
+3. pre-fine-tuning: all the model's weights are trained on the selected texts with its own objective
+   (small learning rate, linear warm-up and decay);
 4. LM loss on the target's test texts before and after (fixed masks);
 5. fine-tuning on the labelled examples, epoch chosen on the dev split, score on the test split.
+
+A checkpoint without an LM head (all-MiniLM-L6-v2 ships a bare encoder) first gets a fresh head (seed 0)
+that is warmed up alone, encoder frozen, for a fixed number of steps on a fixed general sample of the pool
+(``--head-warmup-steps``, once per bench, saved in ``cache/warm_head``). Every method, ``none`` included,
+starts from that model: ``none`` means "warmed head, no pre-fine-tuning", and the LM loss "before" is that
+of a working head. (Pre-fine-tuning through an untrained head damages the encoder: every method then
+scores below ``none``.)
 
 Every finished run is saved (resumable); ``results.md/csv/json``, ``runs.csv`` and plots are rewritten
 at the end. Pool rows identical to a dev or test text of the task are dropped first, so the test texts
@@ -100,6 +107,10 @@ class Scale:
     finetune_batch_size: int
     max_length: int
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    # warm-up of a fresh MLM head (checkpoints without one), encoder frozen: steps, lr, pool texts
+    head_warmup_steps: int = 200
+    head_warmup_lr: float = 1e-3
+    head_warmup_texts: int = 4000
 
 
 SCALES: dict[str, Scale] = {
@@ -108,26 +119,30 @@ SCALES: dict[str, Scale] = {
                   seeds=2, pool_size=None, label_budget=100, test_limit=None, dev_limit=None, lm_loss_texts=200,
                   pretrain_epochs=2, pretrain_lr=1e-3, pretrain_batch_size=16, finetune_epochs=6,
                   finetune_lr=3e-3, finetune_batch_size=16, max_length=32,
-                  threads=1),  # models this small only lose time to thread synchronisation
+                  threads=1,  # models this small only lose time to thread synchronisation
+                  head_warmup_steps=40, head_warmup_lr=3e-3, head_warmup_texts=640),
     # MiniLM on subsamples: about an hour per task on 2 CPU cores with these defaults (2 seeds); MiniLM
     # trains at ~12 texts/s and scores at ~40 texts/s there (64 tokens), so a run costs about
     # (budget + 3 x labels) / 12 + (3 x dev + test + LM-loss texts) / 40 seconds
     "cpu": Scale("cpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(500, 2000),
                  seeds=2, pool_size=20000, label_budget=300, test_limit=800, dev_limit=200,
-                 lm_loss_texts=300, pretrain_epochs=1, pretrain_lr=1e-4, pretrain_batch_size=32,
-                 finetune_epochs=3, finetune_lr=1e-4, finetune_batch_size=32, max_length=64),
-    # paper-like on one GPU: 5K labels (Table 3), full test sets, several pre-fine-tuning epochs
+                 lm_loss_texts=300, pretrain_epochs=1, pretrain_lr=5e-5, pretrain_batch_size=32,
+                 finetune_epochs=5, finetune_lr=1e-4, finetune_batch_size=32, max_length=64,
+                 head_warmup_steps=150, head_warmup_lr=2e-3, head_warmup_texts=4800),
+    # paper-like on one GPU: 5K labels (Table 3), full test sets, several pre-fine-tuning epochs; a small
+    # encoder such as MiniLM-L6 needs more classifier epochs than BERT-base (the dev split picks the epoch)
     "gpu": Scale("gpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(5000, 20000, 50000),
                  seeds=3, pool_size=None, label_budget=5000, test_limit=None, dev_limit=None, lm_loss_texts=2000,
-                 pretrain_epochs=3, pretrain_lr=1e-4, pretrain_batch_size=64, finetune_epochs=5,
-                 finetune_lr=5e-5, finetune_batch_size=32, max_length=128),
+                 pretrain_epochs=3, pretrain_lr=5e-5, pretrain_batch_size=64, finetune_epochs=10,
+                 finetune_lr=1e-4, finetune_batch_size=32, max_length=128,
+                 head_warmup_steps=1000, head_warmup_lr=2e-3, head_warmup_texts=64000),
 }
 
 
 # settings with a CLI flag of the same name (``--pool-size`` ...) whose default comes from the scale
 TUNABLE = ("model", "embedder", "pool_embeddings", "metric", "pool_size", "label_budget", "test_limit", "dev_limit",
            "lm_loss_texts", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "finetune_epochs", "finetune_lr",
-           "finetune_batch_size", "max_length")
+           "finetune_batch_size", "max_length", "head_warmup_steps", "head_warmup_lr", "head_warmup_texts")
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -178,6 +193,9 @@ class GotdBenchConfig:
     finetune_lr: float = 5e-5
     finetune_batch_size: int = 32
     max_length: int = 128
+    head_warmup_steps: int = 200
+    head_warmup_lr: float = 1e-3
+    head_warmup_texts: int = 4000
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
@@ -223,6 +241,12 @@ class GotdBenchConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"`{name}` must be a positive integer or None, got {v}")
+        if self.head_warmup_steps < 0:
+            raise ValueError(f"`head_warmup_steps` must be non-negative (0: no warm-up), got {self.head_warmup_steps}")
+        if self.head_warmup_texts < 1:
+            raise ValueError(f"`head_warmup_texts` must be a positive integer, got {self.head_warmup_texts}")
+        if not self.head_warmup_lr > 0:
+            raise ValueError(f"`head_warmup_lr` must be positive, got {self.head_warmup_lr}")
 
     def comparable_settings(self) -> dict[str, Any]:
         """What must not change between a bench and its resumption (the grid itself may grow)."""
@@ -357,6 +381,7 @@ class GotdBench:
         self.store = RunStore(self.out, settings)
         self._pool_embeddings: np.ndarray | None = None
         self._embedder = None
+        self._start_path: str | None = None
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -435,17 +460,76 @@ class GotdBench:
         write_json(done, {"seconds": seconds, "info": sel.manifest.get("method_info", {})})
         return np.asarray(sel.ranking.order, dtype=np.int64), seconds
 
-    def lm_loss_before(self, seed: int) -> float:
-        """The LM loss of the untouched model (its fresh head seeded with ``seed``), cached per seed."""
+    def head_warmup_rows(self) -> np.ndarray:
+        """(m,) the pool rows a fresh head is warmed up on: a fixed general sample (seed 0), sorted."""
+        n = min(self.config.head_warmup_texts, len(self.pool))
+        return np.sort(np.random.default_rng(0).choice(len(self.pool), size=n, replace=False))
+
+    def start_path(self) -> str:
+        """The model folder every run starts from (the same for every method, ``none`` included).
+
+        A checkpoint with an LM head: the model itself. Without one (and ``head_warmup_steps`` > 0): the
+        model with a fresh head (seed 0, output bias set to the
+        sample's unigram log-frequencies) warmed up alone on :meth:`head_warmup_rows`, built once into
+        ``cache/warm_head`` (what was done in ``cache/warm_head.json``).
+        """
         import json
 
         from tunesift.io.atomic import write_json
-        from tunesift.warmup.pretrain import lm_loss, load_language_model
+        from tunesift.warmup.pretrain import (PretrainConfig, load_language_model, set_unigram_output_bias,
+                                              warm_up_head)
 
-        path = self.out / "cache" / f"lm_loss_before,seed={seed}.json"
+        if self._start_path is not None:
+            return self._start_path
+        c = self.config
+        folder, info = self.out / "cache" / "warm_head", self.out / "cache" / "warm_head.json"
+        if info.exists():
+            self._start_path = str(folder) if json.loads(info.read_text())["warmed"] else self.model_path
+            return self._start_path
+        lm = load_language_model(self.model_path, c.objective, seed=0)
+        record: dict[str, Any] = {"warmed": bool(lm.fresh_parameters) and c.head_warmup_steps > 0,
+                                  "fresh_parameters": lm.fresh_parameters}
+        if record["warmed"]:
+            texts = [self.pool.texts[i] for i in self.head_warmup_rows()]
+            output = lm.model.get_output_embeddings()
+            bias = getattr(output, "bias", None)
+            if bias is not None and any(p is bias for n, p in lm.model.named_parameters() if n in lm.fresh_parameters):
+                set_unigram_output_bias(lm, texts, c.max_length)  # start from the unigram loss, not worse
+            epochs = -(-c.head_warmup_steps * c.pretrain_batch_size // len(texts))  # enough to reach the steps
+            config = PretrainConfig(objective=lm.objective, learning_rate=c.head_warmup_lr, epochs=epochs,
+                                    max_steps=c.head_warmup_steps, batch_size=c.pretrain_batch_size,
+                                    max_length=c.max_length, seed=0, device=c.device)
+            result = warm_up_head(lm, texts, config, progress=c.progress)
+            tail = max(1, len(result.losses) // 10)
+            record.update(steps=result.steps, texts=len(texts), seconds=result.seconds,
+                          first_loss=float(np.nanmean(result.losses[:tail])),
+                          last_loss=float(np.nanmean(result.losses[-tail:])))
+            lm.model.save_pretrained(folder)
+            lm.tokenizer.save_pretrained(folder)
+            log.info("bench gotd: warmed the fresh %s head up for %d steps on %d pool texts (loss %.2f -> %.2f)",
+                     lm.objective, result.steps, len(texts), record["first_loss"], record["last_loss"])
+        write_json(info, record)
+        self._start_path = str(folder) if record["warmed"] else self.model_path
+        return self._start_path
+
+    def load_start_model(self):
+        """A fresh copy of the model every run starts from (see :meth:`start_path`; a head that is still
+        missing, with ``head_warmup_steps`` 0, is seeded with 0 for every run)."""
+        from tunesift.warmup.pretrain import load_language_model
+
+        return load_language_model(self.start_path(), self.config.objective, seed=0)
+
+    def lm_loss_before(self) -> float:
+        """The LM loss of the starting model (warmed head, no pre-fine-tuning), cached."""
+        import json
+
+        from tunesift.io.atomic import write_json
+        from tunesift.warmup.pretrain import lm_loss
+
+        path = self.out / "cache" / "lm_loss_before.json"
         if path.exists():
             return float(json.loads(path.read_text())["loss"])
-        lm = load_language_model(self.model_path, self.config.objective, seed=seed)
+        lm = self.load_start_model()
         lm.model.to(self._device())
         loss = lm_loss(lm, self.lm_texts, self.config.max_length, seed=0).loss
         write_json(path, {"loss": loss})
@@ -469,17 +553,17 @@ class GotdBench:
         """One (method, budget, seed): pre-fine-tune on the top ``budget`` of ``order``, fine-tune, score."""
         from tunesift.bench.common import measure
         from tunesift.warmup.classify import ClassifierConfig, finetune_and_evaluate
-        from tunesift.warmup.pretrain import PretrainConfig, lm_loss, load_language_model, pretrain
+        from tunesift.warmup.pretrain import PretrainConfig, lm_loss, pretrain
 
         c = self.config
         record: dict[str, Any] = {"metric": self.task.metric, "selection_s": selection_s}
-        before = self.lm_loss_before(seed)
+        before = self.lm_loss_before()
         backbone = None
         with measure() as total:
             if method != NO_PRETRAINING:
                 rows = order[:budget]
                 record["selected_domains"] = self.domains(rows)
-                lm = load_language_model(self.model_path, c.objective, seed=seed)
+                lm = self.load_start_model()
                 pcfg = PretrainConfig(objective=lm.objective, learning_rate=c.pretrain_lr, epochs=c.pretrain_epochs,
                                       batch_size=c.pretrain_batch_size, max_length=c.max_length, seed=seed,
                                       device=c.device)
@@ -605,8 +689,18 @@ class GotdBench:
             f"{c.finetune_lr}; {c.max_length} tokens. Scale `{c.scale}`.",
             "",
             "`budget` = pool examples pre-fine-tuned on (`none`: no pre-fine-tuning). LM loss = masked-LM (or "
-            "next-token) loss on the task's test texts; `before` uses the same seeded fresh head.",
+            "next-token) loss on the task's test texts; `before` is that of the model every method starts from.",
         ])
+        head_info = self.out / "cache" / "warm_head.json"
+        if head_info.exists():
+            import json
+
+            h = json.loads(head_info.read_text())
+            if h["warmed"]:
+                notes += (f"\n\nThe checkpoint has no LM head: a fresh one (seed 0) was warmed up alone, encoder "
+                          f"frozen, for {h['steps']} steps at lr {c.head_warmup_lr} on {h['texts']} general pool "
+                          f"texts (training loss {h['first_loss']:.2f} -> {h['last_loss']:.2f}, {h['seconds']:.0f} s); "
+                          "every method, `none` included, starts from that model.")
         embed_info = self.out / "cache" / "pool_embeddings.json"
         if embed_info.exists():
             import json
@@ -691,6 +785,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-lr", type=float, default=None, help=f"classifier peak learning rate ({scale})")
     p.add_argument("--finetune-batch-size", type=int, default=None, help=f"({scale})")
     p.add_argument("--max-length", type=int, default=None, help=f"tokens per text ({scale})")
+    p.add_argument("--head-warmup-steps", type=int, default=None, help="steps of training a fresh MLM head alone "
+                   f"(encoder frozen) before anything else, for checkpoints without one; 0: none ({scale})")
+    p.add_argument("--head-warmup-lr", type=float, default=None, help=f"learning rate of the head warm-up ({scale})")
+    p.add_argument("--head-warmup-texts", type=int, default=None,
+                   help=f"pool texts (a fixed sample) the head is warmed up on ({scale})")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -9,8 +9,11 @@ the original token at the chosen positions. For a decoder it is the next-token l
 
 A checkpoint without an LM head (a sentence encoder such as all-MiniLM-L6-v2 ships a bare ``BertModel``)
 gets a fresh head: the encoder's weights with a newly initialised prediction head (its decoder tied to
-the word embeddings). Its "before" loss is then that of an untrained head; compare methods by the loss
-after pre-fine-tuning, which all start from the same seeded head.
+the word embeddings). An untrained head's loss is worse than uniform guessing, and pre-fine-tuning all
+weights through it sends large, meaningless gradients into the encoder and damages it. So such a head is
+first warmed up with :func:`warm_up_head`: the head alone is trained (the encoder, word embeddings
+included, stays frozen) on general text, after which the "before" loss is that of a working head and
+pre-fine-tuning starts from a sensible objective.
 """
 
 from __future__ import annotations
@@ -461,3 +464,68 @@ def pretrain(lm: LanguageModel, texts: Sequence[str], config: PretrainConfig | N
     return PretrainResult(objective=lm.objective, steps=step, examples=examples, tokens=tokens,
                           seconds=time.perf_counter() - t0, losses=np.asarray(losses, dtype=np.float64),
                           skipped_texts=len(seqs) - len(kept))
+
+
+def head_parameters(model: Any) -> list[tuple[str, Any]]:
+    """(name, parameter) of the LM head: the parameters not shared with ``model.base_model``.
+
+    A decoder tied to the word embeddings belongs to the base model, so it is not among them (for BERT's
+    head: the transform's dense layer and LayerNorm, and the output bias).
+    """
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        raise ValueError(f"{type(model).__name__} has no separate base model: cannot tell its head apart")
+    shared = {id(p) for p in base.parameters()}
+    return [(n, p) for n, p in model.named_parameters() if id(p) not in shared]
+
+
+def unigram_log_prior(sequences: Sequence[Sequence[int]], vocab_size: int, exclude: Sequence[int] = (),
+                      smoothing: float = 1.0):
+    """(V,) float32 log-frequencies of the token ids in ``sequences`` (add-``smoothing`` counts, ids in
+    ``exclude`` not counted): the best output bias of a head that knows nothing else."""
+    import torch
+
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    ids = torch.as_tensor([i for s in sequences for i in s], dtype=torch.long)
+    if len(exclude):
+        ids = ids[~torch.isin(ids, torch.as_tensor(list(exclude), dtype=torch.long))]
+    counts += torch.bincount(ids, minlength=vocab_size)[:vocab_size].double() + smoothing
+    return torch.log(counts / counts.sum()).float()
+
+
+def set_unigram_output_bias(lm: LanguageModel, texts: Sequence[str], max_length: int = 128) -> None:
+    """Set the LM head's output bias to the unigram log-frequencies of ``texts`` (special tokens not
+    counted), in place: a fresh head then starts at the unigram loss instead of worse than uniform."""
+    import torch
+
+    output = lm.model.get_output_embeddings()
+    if output is None or getattr(output, "bias", None) is None:
+        raise ValueError("the model's output layer has no bias to set")
+    prior = unigram_log_prior(encode(lm.tokenizer, texts, max_length), output.bias.shape[0],
+                              exclude=sorted(set(lm.tokenizer.all_special_ids)))
+    with torch.no_grad():
+        output.bias.copy_(prior.to(output.bias.device, output.bias.dtype))
+
+
+def warm_up_head(lm: LanguageModel, texts: Sequence[str], config: PretrainConfig | None = None,
+                 progress: bool = False) -> PretrainResult:
+    """Train only ``lm``'s LM head on ``texts`` (in place), every base-model weight frozen.
+
+    Gives a fresh head (a checkpoint without one) a working prediction before the whole model is
+    pre-fine-tuned, so that pre-fine-tuning does not push an untrained head's gradients into the encoder
+    and so that the LM loss before pre-fine-tuning means something. The encoder's weights are unchanged
+    (no gradient reaches them); ``config`` is used as in :func:`pretrain` (``max_steps`` fixes the
+    number of steps; ``epochs`` must then be large enough to reach it).
+    """
+    heads = head_parameters(lm.model)
+    if not heads:
+        raise ValueError("the model has no head parameters of its own to warm up")
+    head_ids = {id(p) for _, p in heads}
+    flags = [(p, p.requires_grad) for p in lm.model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(id(p) in head_ids)
+        return pretrain(lm, texts, config, progress=progress)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -207,6 +207,26 @@ def _cut(columns: tuple[list[str], list[Any], list[str] | None], share: float, s
 TaskLoader = Callable[[Path], ClassificationTask]
 TASKS: dict[str, TaskLoader] = {}
 
+# The metric each known task is scored with (its loader uses the same); a task read from files whose
+# folder is named after one of them (up to case, "-" and "_": "ChemProt", "SST-2", "sci_cite") gets it.
+TASK_METRICS: dict[str, str] = {
+    "chemprot": "micro_f1", "sci-cite": "macro_f1", "mag": "macro_f1", "sst-2": "accuracy", "cola": "mcc",
+    "mrpc": "f1", "rte": "accuracy", "mr": "accuracy", "cr": "accuracy", "ag_news": "accuracy",
+}
+
+
+def _bare_name(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def known_task_metric(name: str) -> str | None:
+    """The metric of the known task ``name`` names (up to case and punctuation), or None."""
+    bare = _bare_name(name)
+    for task, metric in TASK_METRICS.items():
+        if _bare_name(task) == bare:
+            return metric
+    return None
+
 
 def _register(name: str) -> Callable[[TaskLoader], TaskLoader]:
     def deco(fn: TaskLoader) -> TaskLoader:
@@ -318,12 +338,14 @@ def _ag_news(root: Path) -> ClassificationTask:
 # Public loading
 
 
-def load_task_from_files(path: str | os.PathLike, metric: str = "macro_f1", text_field: str = "text",
+def load_task_from_files(path: str | os.PathLike, metric: str | None = None, text_field: str = "text",
                          label_field: str = "label", pair_field: str | None = None) -> ClassificationTask:
     """A task from files: a folder with ``train`` and ``test`` (and optionally ``dev``) files, or the path
     of the train file whose siblings are named with ``dev``/``test`` in place of ``train``.
 
     Files may be JSONL, CSV, TSV or Parquet (anything :func:`tunesift.io.read_records` reads).
+    ``metric`` None: the metric of the known task the folder is named after (:data:`TASK_METRICS`,
+    e.g. micro-F1 for a folder ``chemprot``), else macro-F1.
     """
     p = Path(path)
     if not p.exists():
@@ -350,6 +372,7 @@ def load_task_from_files(path: str | os.PathLike, metric: str = "macro_f1", text
         if cols is not None and not cols[0]:
             raise ValueError(f"{files[s]}: the {s} split is empty")
     name = p.name if p.is_dir() else p.parent.name
+    metric = metric or known_task_metric(name) or "macro_f1"
     return _make_task(name, metric, str(p), splits)
 
 
@@ -372,7 +395,7 @@ def load_task(spec: str | os.PathLike, data_root: str | os.PathLike | None = Non
         root = Path(data_root) if data_root is not None else default_data_root()
         task = TASKS[name.lower()](root)
     elif Path(name).exists():
-        task = load_task_from_files(name, metric or "macro_f1")
+        task = load_task_from_files(name, metric)
     else:
         raise ValueError(f"task {name!r} is neither a known name ({', '.join(sorted(TASKS) + ['synthetic'])}) "
                          "nor an existing file or folder")
