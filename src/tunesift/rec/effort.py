@@ -148,6 +148,24 @@ def pad_batch(samples: Sequence[TokenizedSample], pad_id: int, padding_side: str
     return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[slice]:
+    """Cut samples sorted longest first into batches of at most ``batch_size`` samples and (padded to their
+    first, longest sample) at most ``max_tokens`` tokens; a sample longer than that is a batch alone.
+
+    ``max_tokens`` defaults to ``batch_size`` x the median length. Returns slices into the sorted order.
+    """
+    if any(a < b for a, b in zip(lengths, lengths[1:])):
+        raise ValueError("`lengths` must be sorted longest first")
+    if max_tokens is None:
+        max_tokens = batch_size * int(np.median(lengths)) if len(lengths) else 0
+    batches, start = [], 0
+    while start < len(lengths):
+        size = max(1, min(batch_size, max_tokens // max(lengths[start], 1)))
+        batches.append(slice(start, min(start + size, len(lengths))))
+        start += size
+    return batches
+
+
 def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each sample's causal-LM loss: mean next-token cross-entropy over its label tokens.
 
@@ -503,6 +521,7 @@ def effort_scores(
     padding_side: str | None = None,
     share_prefix: bool | None = None,
     min_prefix: int = 16,
+    max_batch_tokens: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> np.ndarray:
@@ -524,6 +543,8 @@ def effort_scores(
         share_prefix: run the token prefix common to all samples once and reuse it (BIGRec prompts share
             ~80 tokens); same scores, less work. ``None``: whenever it applies (no dropout, parameters in
             the second half of the decoder layers, a common prefix of at least ``min_prefix`` tokens).
+        max_batch_tokens: at most this many (padded) tokens per batch, so a few very long samples do not
+            pad a whole batch to their length; default ``batch_size`` x the median sample length.
         device: where to run (the model is moved there); default the model's device.
 
     Returns:
@@ -556,7 +577,8 @@ def effort_scores(
         prefix_length = _common_prefix_length(samples) - 1  # the last common token's label stays common
     use_prefix = prefix_length >= (max(min_prefix, 1) if share_prefix is None else 1)
 
-    order = np.argsort([-len(s.input_ids) for s in samples], kind="stable")
+    cut = prefix_length if use_prefix else 0
+    order = np.argsort([-len(s.input_ids) for s in samples], kind="stable")  # longest first: little padding
     scores = np.empty(len(samples), dtype=np.float64)
     was_training = model.training
     model.train(dropout)
@@ -569,9 +591,10 @@ def effort_scores(
                 first_layer = _first_layer(names)
                 with _OnlySelectedTrainable(model, names):
                     prefix = _PrefixPass(model, samples[0], prefix_length, linear, first_layer, run_device)
-                rest = [TokenizedSample(s.input_ids[prefix_length:], s.labels[prefix_length:]) for s in samples]
-            for start in range(0, len(samples), batch_size):
-                index = order[start : start + batch_size]
+                rest = [TokenizedSample(s.input_ids[cut:], s.labels[cut:]) for s in samples]
+            run = rest if use_prefix else samples
+            for index in length_batches([len(run[i].input_ids) for i in order], batch_size, max_batch_tokens):
+                index = order[index]
                 if use_prefix:
                     batch = pad_batch([rest[i] for i in index], pad_id, "right", run_device)
                     with _OnlySelectedTrainable(model, names):
