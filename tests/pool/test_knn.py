@@ -6,7 +6,9 @@ import torch
 
 from tunesift.io.tables import TextSet
 from tunesift.pool import Context, order_by_score, select_from_pool
-from tunesift.pool.knn import KNNSelection, nearest_neighbours, round_robin
+from tunesift.pool import knn
+from tunesift.pool.knn import (KNNSelection, deepening_round_robin, nearest_neighbours, neighbour_lists,
+                               round_robin)
 
 
 @pytest.fixture(autouse=True)
@@ -184,6 +186,115 @@ def test_cli_with_precomputed_embeddings(tmp_path):
                  "--knn-metric", "dot"]) == 2
 
 
+def _full_lists(pool, target, metric):
+    """(M, N) every pool row for every target row, nearest first (ties: lower row first), float64."""
+    return np.argsort(-_similarity_matrix(pool, target, metric), axis=1, kind="stable")
+
+
+def _doubling_round_robin(full, budget, depth):
+    """The round robin over depth-d lists, d doubling until it covers the budget (the fixed-list loop)."""
+    n = full.shape[1]
+    depth = min(depth, n)
+    while True:
+        turns = round_robin(full[:, :depth], n)
+        if len(turns.order) >= budget or depth == n:
+            return turns, depth
+        depth = min(n, 2 * depth)
+
+
+def _shared_neighbourhood(seed=9, n=400, clustered=9, spread=3, dim=6):
+    """Most target examples in one tight cluster (nearly the same neighbours), a few spread out."""
+    rng = np.random.default_rng(seed)
+    pool = rng.normal(size=(n, dim)).astype(np.float32)
+    center = rng.normal(size=dim)
+    target = np.concatenate([center + 0.05 * rng.normal(size=(clustered, dim)), rng.normal(size=(spread, dim))])
+    return pool, target[rng.permutation(len(target))].astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("k", [0, 1, 5, 40, 500])
+@pytest.mark.parametrize("block_size", [13, 4096])
+def test_neighbour_lists_are_exact_prefixes(metric, k, block_size):
+    pool, target = _data(seed=7, n=400, m=9)  # 400 rows: the thresholds come from a sample for k ≤ 40
+    found = neighbour_lists(torch.tensor(pool), torch.tensor(target), k, metric, block_size=block_size)
+    full = _full_lists(pool, target, metric)
+    assert len(found) == len(target) and found.offsets[0] == 0
+    for j, row in enumerate(found):
+        assert len(row) == min(k, len(pool))
+        np.testing.assert_array_equal(row, full[j, :len(row)])
+    sim = _similarity_matrix(pool, target, metric)
+    np.testing.assert_allclose(found.best_similarity, sim.max(axis=0), atol=1e-5)
+    np.testing.assert_array_equal(found.best_target, sim.argmax(axis=0))
+
+
+def test_fetch_falls_back_to_an_exact_search_when_the_sample_misleads():
+    # every 16th pool row (the sample) points along the target; the others do not, so the sampled
+    # threshold keeps fewer rows than asked for
+    rng = np.random.default_rng(10)
+    n, dim = 640, 6
+    direction = np.eye(dim)[0]
+    pool = rng.normal(size=(n, dim))
+    pool[::16] = direction + 0.2 * rng.normal(size=(n // 16, dim))
+    pool = pool.astype(np.float32)
+    target = (direction + 0.05 * rng.normal(size=(3, dim))).astype(np.float32)
+    prepared_pool, prepared_target = knn.prepare(torch.tensor(pool), "cosine"), knn.prepare(torch.tensor(target), "cosine")
+    sampled = knn._neighbour_lists(prepared_pool, prepared_target, 30, "cosine", 64, with_nearest_target=False)
+    assert min(len(row) for row in sampled) < 30  # the situation under test
+    lists = knn._fetch(prepared_pool, prepared_target, np.array([2, 0]), 30, "cosine", 64)
+    full = _full_lists(pool, target, "cosine")
+    for row, j in zip(lists, [2, 0]):
+        np.testing.assert_array_equal(row, full[j, :30])
+
+
+@pytest.mark.parametrize("first_depth", [1, 3])
+@pytest.mark.parametrize("budget", [12, 40, 150, 400])
+def test_deepening_round_robin_equals_the_round_robin_over_doubling_depths(first_depth, budget):
+    pool, target = _shared_neighbourhood()
+    full = _full_lists(pool, target, "cosine")
+    expected, depth = _doubling_round_robin(full, budget, first_depth)
+    requests = []
+
+    def fetch(rows, k):
+        requests.append((rows.copy(), k))
+        return [full[j, :k] for j in rows]
+
+    # ragged first lists, some shorter than the first depth
+    first = [full[j, :first_depth + j % 3 - 1] for j in range(len(target))]
+    turns = deepening_round_robin(first, len(pool), budget, first_depth, fetch)
+    np.testing.assert_array_equal(turns.order, expected.order)
+    np.testing.assert_array_equal(turns.picked_for, expected.picked_for)
+    assert turns.exhausted == expected.exhausted and turns.depth == depth
+    assert turns.searches == len(requests) > 0 and turns.requeried == sum(len(rows) for rows, _ in requests)
+    # only lists that ran out are fetched again, never deeper than twice the current depth needs
+    assert all(k <= max(2 * depth, len(pool)) for _, k in requests)
+    assert turns.requeried < len(requests) * len(target)  # not every list at every search
+
+
+def test_deepening_round_robin_rejects_a_short_fetch():
+    with pytest.raises(ValueError, match="fetch"):
+        deepening_round_robin([[0], [0]], 5, 4, 1, lambda rows, k: [np.arange(k - 1) for _ in rows])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("budget", [10, 60, 200])
+def test_heavy_sharing_needs_several_fetches_and_matches_the_plain_loop(monkeypatch, metric, budget):
+    monkeypatch.setattr(knn, "FIRST_FETCH_ENTRIES", 1)  # the first pass fetches only the first depth
+    pool, target = _shared_neighbourhood()
+    result = _select(pool, target, budget, k=1, metric=metric, block_size=64)
+    info = result.ranking.info
+    assert info["searches"] > 2  # the first lists ran out more than once
+    assert info["requeried_targets"] < (info["searches"] - 1) * len(target)  # not every list each time
+    expected_turns, depth = _doubling_round_robin(_full_lists(pool, target, metric), budget,
+                                                  max(1, -(-2 * budget // len(target))))
+    rows = info["round_robin_rows"]
+    assert (rows, info["depth"]) == (len(expected_turns.order), depth)
+    np.testing.assert_array_equal(result.ranking.order[:rows], expected_turns.order)
+    np.testing.assert_array_equal(result.ranking.order[:rows], _reference_round_robin(pool, target, metric)[:rows])
+    np.testing.assert_array_equal(result.ranking.columns["picked_for"][expected_turns.order], expected_turns.picked_for)
+    unmonkeyed = _select(pool, target, budget, k=1, metric=metric, block_size=64)
+    np.testing.assert_array_equal(unmonkeyed.ranking.order, result.ranking.order)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
@@ -193,3 +304,7 @@ def test_cuda_matches_cpu():
     assert gpu.indices.is_cuda
     np.testing.assert_array_equal(gpu.indices.cpu().numpy(), cpu.indices.numpy())
     np.testing.assert_allclose(gpu.best_similarity.cpu().numpy(), cpu.best_similarity.numpy(), atol=1e-5)
+    cpu_lists = neighbour_lists(torch.tensor(pool), torch.tensor(target), 40, block_size=64)
+    gpu_lists = neighbour_lists(torch.tensor(pool).cuda(), torch.tensor(target).cuda(), 40, block_size=64)
+    for cpu_row, gpu_row in zip(cpu_lists, gpu_lists):
+        np.testing.assert_array_equal(gpu_row, cpu_row)

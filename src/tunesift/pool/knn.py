@@ -6,28 +6,39 @@ uses it as the baseline "TAPT/c".
 
 Ranking. With ``strategy="round_robin"`` (the default, TAPT/c's curation) the target examples take
 turns, each adding its nearest pool neighbour not picked yet, so a budget of B gives every target
-example about B / M neighbours. A list of depth d per target example is enough for the exact round
-robin only until some example has used all d of its neighbours; the depth starts at
-``max(k, ⌈2B / M⌉)`` and doubles (one more pass over the pool) until the exact round robin covers the
-budget. Positions after that exact prefix are ordered by score. With ``strategy="max"`` the whole pool
-is ordered by score. Either way the first B positions do not depend on B: selections of different
-budgets are prefixes of one ranking.
+example about B / M neighbours. Lists of depth d per target example give the exact round robin only
+until some example has used all d of its neighbours; the depth d starts at ``max(k, ⌈2B / M⌉)`` and
+doubles until the exact round robin over depth-d lists covers the budget, and the ranking is that
+whole exact prefix (up to the first turn whose example has used its first d neighbours), then the
+other positions ordered by score. With ``strategy="max"`` the whole pool is ordered by score. Either
+way the first B positions do not depend on B: selections of different budgets are prefixes of one
+ranking.
+
+Lists are fetched only as deep as the turns need (many target examples can share neighbours, so
+some need lists far deeper than B / M). The pass over the pool that finds every pool row's nearest
+target example also fetches the first d neighbours of every target example (more, up to
+FIRST_FETCH_ENTRIES in all); when an example has used a list shorter than d, the round robin pauses,
+looks ahead for the other examples about to run out, and fetches deeper lists for those only. Deep
+lists come from a threshold per target example estimated on every 16th pool row and a sort of the
+rows above it, not from a top-k over every block. The result is the round robin over depth-d lists
+of every example, with the same d, at a fraction of the cost.
 
 Score (higher = keep): the similarity to the nearest target example, ``max_j cos(x, t_j)`` for
 ``metric="cosine"`` and ``-min_j ‖x − t_j‖₂`` for ``metric="l2"``.
 
-Similarities are computed block by block with torch on the device of the inputs, keeping a running
-top-d per target example and a running maximum per pool row: memory O((N + M)·dim + M·d + block²),
-never N × M.
+Similarities are computed block by block with torch on the device of the inputs, keeping the rows
+above the threshold per target example and a running maximum per pool row: memory
+O((N + M)·dim + M·d + block²), never N × M.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from array import array
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -92,31 +103,42 @@ def nearest_neighbours(pool: "torch.Tensor", target: "torch.Tensor", k: int, met
         block_size: pool rows per block; target rows per block are chosen so that one block of
             similarities plus the candidates being merged hold at most about block_size² values.
     """
-    import torch
-
     if pool.ndim != 2 or target.ndim != 2 or pool.shape[1] != target.shape[1]:
         raise ValueError(f"pool embeddings {tuple(pool.shape)} and target embeddings {tuple(target.shape)} "
                          "must be (N, dim) and (M, dim) with the same dim")
     if block_size < 1:
         raise ValueError(f"`block_size` must be at least 1, got {block_size}")
-    pool, target = prepare(pool, metric), prepare(target, metric)
+    return _search(prepare(pool, metric), prepare(target, metric), k, metric, block_size)
+
+
+def _search(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric: str, block_size: int,
+            with_nearest_target: bool = True) -> NeighbourSearch:
+    """:func:`nearest_neighbours` of prepared (N, dim) and (M, dim) rows; without ``with_nearest_target``
+    ``best_similarity`` and ``best_target`` are left empty (shape (0,))."""
+    import torch
+
     n, m, device = pool.shape[0], target.shape[0], pool.device
     k = min(int(k), n)
     target_block = max(1, min(block_size, block_size * block_size // (k + block_size)))
+    # equal target blocks: BLAS computes a product of very few rows along another path, with other
+    # rounding, and the lists must not depend on how the target rows were split
+    target_block = -(-m // max(1, -(-m // target_block))) if m else 1
     top_values = torch.full((m, k), -math.inf, device=device)
     top_indices = torch.full((m, k), -1, dtype=torch.int64, device=device)
-    best_similarity = torch.full((n,), -math.inf, device=device)
-    best_target = torch.zeros(n, dtype=torch.int64, device=device)
+    size = n if with_nearest_target else 0
+    best_similarity = torch.full((size,), -math.inf, device=device)
+    best_target = torch.zeros(size, dtype=torch.int64, device=device)
     for p0 in range(0, n, block_size):
         keys = pool[p0:p0 + block_size]
         for t0 in range(0, m, target_block):
             block = similarity(target[t0:t0 + target_block], keys, metric)  # (bt, bp)
-            # first maximum = the lowest target index in this block; a row-wise max of the transposed
-            # copy is several times faster on CPU than a column-wise max
-            values, rows = block.T.contiguous().max(dim=1)
-            better = values > best_similarity[p0:p0 + len(keys)]  # strict: earlier blocks win ties
-            best_similarity[p0:p0 + len(keys)] = torch.where(better, values, best_similarity[p0:p0 + len(keys)])
-            best_target[p0:p0 + len(keys)] = torch.where(better, rows + t0, best_target[p0:p0 + len(keys)])
+            if with_nearest_target:
+                # first maximum = the lowest target index in this block; a row-wise max of the transposed
+                # copy is several times faster on CPU than a column-wise max
+                values, rows = block.T.contiguous().max(dim=1)
+                better = values > best_similarity[p0:p0 + len(keys)]  # strict: earlier blocks win ties
+                best_similarity[p0:p0 + len(keys)] = torch.where(better, values, best_similarity[p0:p0 + len(keys)])
+                best_target[p0:p0 + len(keys)] = torch.where(better, rows + t0, best_target[p0:p0 + len(keys)])
             if k == 0:
                 continue
             block_values, block_indices = block.topk(min(k, len(keys)), dim=1)  # (bt, ≤k)
@@ -134,19 +156,159 @@ def nearest_neighbours(pool: "torch.Tensor", target: "torch.Tensor", k: int, met
 
 
 @dataclass
+class NeighbourLists:
+    """What :func:`neighbour_lists` returns (numpy arrays on the CPU).
+
+    Attributes:
+        indices: (total,) int64 the lists one after another: list j is
+            ``indices[offsets[j]:offsets[j + 1]]``, the pool rows nearest target row j, nearest first,
+            among exactly equal similarities the lower row first. Every list is an exact prefix of the
+            full order of the pool for its target row.
+        offsets: (M + 1,) int64.
+        best_similarity: (N,) float32 the similarity of each pool row to its nearest target row (empty
+            without ``with_nearest_target``).
+        best_target: (N,) int64 that target row (the lowest index among ties).
+    """
+
+    indices: np.ndarray
+    offsets: np.ndarray
+    best_similarity: np.ndarray
+    best_target: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        return self.indices[self.offsets[j]:self.offsets[j + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[j] for j in range(len(self)))
+
+
+def neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric: str = "cosine",
+                    block_size: int = 4096, with_nearest_target: bool = True) -> NeighbourLists:
+    """About the k nearest pool rows of every target row, without a top-k over every block.
+
+    A first pass over every 16th pool row estimates for each target row a similarity that about
+    1.25·k + 256 pool rows reach (all of them when N is not larger); the second pass over the whole
+    pool keeps the rows at or above it and sorts them. A list is cut at k rows, and is shorter where the
+    estimate kept fewer than k rows (each is still an exact prefix; with the margin that is rare).
+    This is much faster than :func:`nearest_neighbours` for a large k: the work besides the
+    products is a comparison per similarity and a sort of the rows kept.
+
+    Args:
+        pool: (N, dim) embeddings.
+        target: (M, dim) embeddings, same device.
+        k: rows per target row (at most N).
+        metric: "cosine" or "l2".
+        block_size: pool rows per block of similarities (at most about block_size² at once).
+        with_nearest_target: also find the nearest target row of every pool row.
+    """
+    if pool.ndim != 2 or target.ndim != 2 or pool.shape[1] != target.shape[1]:
+        raise ValueError(f"pool embeddings {tuple(pool.shape)} and target embeddings {tuple(target.shape)} "
+                         "must be (N, dim) and (M, dim) with the same dim")
+    if block_size < 1:
+        raise ValueError(f"`block_size` must be at least 1, got {block_size}")
+    return _neighbour_lists(prepare(pool, metric), prepare(target, metric), k, metric, block_size,
+                            with_nearest_target)
+
+
+def _neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric: str, block_size: int,
+                     with_nearest_target: bool = True) -> NeighbourLists:
+    """:func:`neighbour_lists` of prepared rows."""
+    import torch
+
+    n, m, device = pool.shape[0], target.shape[0], pool.device
+    k = max(0, min(int(k), n))
+    # the threshold of each target row: a little below the j-th largest similarity to every 16th
+    # pool row, which about 16·j ≈ 1.25·k + 256 pool rows reach; every row when the pool is not larger
+    stride = 16
+    j = math.ceil(1.25 * k / stride) + 16
+    if k == 0:
+        threshold = torch.full((m,), math.inf, device=device)
+    elif j > (n + stride - 1) // stride:
+        threshold = torch.full((m,), -math.inf, device=device)
+    else:
+        sample = pool[::stride]
+        threshold = _search(sample, target, j, metric, block_size, with_nearest_target=False).similarities[:, j - 1]
+        # a little lower: products of other shapes can round differently in the second pass
+        threshold = threshold - 1e-5 * threshold.abs().clamp_min(1.0)
+    # target rows per block: their similarities to a pool block and the rows they keep about block_size²
+    expected = min(n, math.ceil(1.25 * k) + 256) if k else 0
+    target_block = max(1, min(block_size, block_size * block_size // (expected + block_size)))
+    target_block = -(-m // max(1, -(-m // target_block))) if m else 1  # equal blocks, as in _search
+    size = n if with_nearest_target else 0
+    best_similarity = torch.full((size,), -math.inf, device=device)
+    best_target = torch.zeros(size, dtype=torch.int64, device=device)
+    indices, lengths = [], []
+    for t0 in range(0, m, target_block):
+        queries = target[t0:t0 + target_block]
+        bt = len(queries)
+        kept_at, kept_rows, kept_values = [], [], []
+        filled = torch.zeros(bt, dtype=torch.int64, device=device)
+        for p0 in range(0, n, block_size):
+            keys = pool[p0:p0 + block_size]
+            block = similarity(queries, keys, metric)  # (bt, bp)
+            if with_nearest_target:
+                values, rows = block.T.contiguous().max(dim=1)  # see _search
+                better = values > best_similarity[p0:p0 + len(keys)]  # strict: earlier target blocks win ties
+                best_similarity[p0:p0 + len(keys)] = torch.where(better, values, best_similarity[p0:p0 + len(keys)])
+                best_target[p0:p0 + len(keys)] = torch.where(better, rows + t0, best_target[p0:p0 + len(keys)])
+            if k == 0:
+                continue
+            # row-major: the rows each target row keeps come in ascending order
+            t, r = (block >= threshold[t0:t0 + bt, None]).nonzero(as_tuple=True)
+            counts = torch.bincount(t, minlength=bt)
+            position = torch.arange(len(t), device=device) - (torch.cumsum(counts, 0) - counts)[t] + filled[t]
+            filled += counts
+            kept_at.append(t * n + position)  # (target row, position) as one index into a (bt, n) table
+            kept_rows.append(r + p0)
+            kept_values.append(block[t, r])
+        if k == 0:
+            continue
+        width = max(1, int(filled.max()))
+        at = torch.cat(kept_at)
+        at = at // n * width + at % n
+        values = torch.full((bt * width,), -math.inf, device=device)
+        values[at] = torch.cat(kept_values)
+        rows = torch.zeros(bt * width, dtype=torch.int64, device=device)
+        rows[at] = torch.cat(kept_rows)
+        del kept_at, kept_rows, kept_values, at
+        # similarity descending; the stable sort keeps ascending rows among equal similarities
+        depth = min(k, width)
+        by_value = values.view(bt, width).sort(dim=1, descending=True, stable=True).indices[:, :depth]
+        rows = rows.view(bt, width).gather(1, by_value)
+        length = filled.clamp_max(k)
+        indices.append(rows[torch.arange(depth, device=device)[None, :] < length[:, None]].cpu())
+        lengths.append(length.cpu())
+    offsets = np.zeros(m + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(torch.cat(lengths).numpy(), out=offsets[1:])
+    flat = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
+    return NeighbourLists(indices=flat, offsets=offsets, best_similarity=best_similarity.cpu().numpy(),
+                          best_target=best_target.cpu().numpy())
+
+
+@dataclass
 class RoundRobin:
-    """What :func:`round_robin` returns.
+    """What :func:`round_robin` and :func:`deepening_round_robin` return.
 
     Attributes:
         order: (L,) int64 pool rows in the order the target examples picked them.
         picked_for: (L,) int64 the target example whose turn picked each.
         exhausted: True when it stopped because a target example had used its whole list (later
             positions would need deeper lists); False when it picked every pool row.
+        depth: the list depth d whose exact round robin this is.
+        searches: neighbour searches run for deeper lists.
+        requeried: target rows in those searches, counted once per search.
     """
 
     order: np.ndarray
     picked_for: np.ndarray
     exhausted: bool
+    depth: int = 0
+    searches: int = 0
+    requeried: int = 0
 
 
 def round_robin(neighbours: np.ndarray, num_pool: int) -> RoundRobin:
@@ -181,7 +343,160 @@ def round_robin(neighbours: np.ndarray, num_pool: int) -> RoundRobin:
             if len(order) == num_pool:
                 break
     return RoundRobin(order=np.asarray(order, dtype=np.int64), picked_for=np.asarray(picked_for, dtype=np.int64),
-                      exhausted=exhausted)
+                      exhausted=exhausted, depth=depth)
+
+
+def deepening_round_robin(neighbours: Sequence[Sequence[int]], num_pool: int, budget: int, depth: int,
+                          fetch: Callable[[np.ndarray, int], Sequence[Sequence[int]]]) -> RoundRobin:
+    """The round robin over depth-d lists for the first d in depth, 2·depth, 4·depth, ... (at most N)
+    whose exact prefix covers ``budget``: :func:`round_robin` of :func:`nearest_neighbours` at that
+    depth, with lists fetched only as deep as the turns need.
+
+    A target example that has used every row of its list pauses the round robin. When its list is
+    shorter than d, a look-ahead (the round robin continued on a copy, up to one round past the
+    budget, skipping the turns of examples out of rows) collects every example about to run out, and
+    ``fetch`` gives all of them deeper lists (d rows, or twice their rows when that is more). When
+    its list has d rows, the round robin stops if it has covered the budget, and otherwise d doubles.
+
+    Args:
+        neighbours: M lists, any lengths: the pool rows nearest each target example, nearest first,
+            each an exact prefix of the order of the whole pool for that example.
+        num_pool: N, the number of pool rows.
+        budget: positions the exact prefix must cover.
+        depth: the first depth d tried.
+        fetch: ``fetch(target_rows, k)`` → for each of those target examples its k nearest pool rows
+            (N when k > N), as exact prefixes of the same orders as ``neighbours``.
+    """
+    m, n = len(neighbours), int(num_pool)
+    lists = [_compact(row, n) for row in neighbours]
+    views = [np.frombuffer(row, dtype=row.typecode) for row in lists]
+    depth = min(int(depth), n)
+    pointer = [0] * m
+    picked = bytearray(n)
+    picked_view = np.frombuffer(picked, dtype=np.uint8)
+    order: list[int] = []
+    picked_for: list[int] = []
+    searches = requeried = 0
+    if m == 0 or depth < 1:
+        return RoundRobin(order=np.zeros(0, dtype=np.int64), picked_for=np.zeros(0, dtype=np.int64),
+                          exhausted=n > 0, depth=max(depth, 0))
+    t, exhausted = 0, False
+    while len(order) < n:
+        row, p = lists[t], pointer[t]
+        limit = min(len(row), depth)
+        if p < limit and picked[row[p]]:
+            p = _next_unpicked(views[t], p + 1, limit, picked_view)
+        pointer[t] = p
+        if p == limit:
+            if limit == depth:  # t has used its first d rows: the depth-d round robin ends here
+                if len(order) >= budget:
+                    exhausted = True
+                    break
+                depth = min(n, 2 * depth)
+                continue
+            running_out = _running_out(lists, views, pointer, picked, t, depth,
+                                       max(budget, len(order)) + m - len(order))
+            k = min(n, max(depth, 2 * max(len(lists[s]) for s in running_out)))
+            deeper = fetch(np.asarray(running_out, dtype=np.int64), k)
+            searches, requeried = searches + 1, requeried + len(running_out)
+            for s, new in zip(running_out, deeper):
+                if len(new) != k:
+                    raise ValueError(f"`fetch` returned {len(new)} neighbours for target example {s}; asked for {k}")
+                # rescanned from the start: the new list may order rows tied at the old cut otherwise
+                lists[s], pointer[s] = _compact(new, n), 0
+                views[s] = np.frombuffer(lists[s], dtype=lists[s].typecode)
+            continue
+        picked[row[p]] = 1
+        order.append(row[p])
+        picked_for.append(t)
+        pointer[t] = p + 1
+        t = t + 1 if t + 1 < m else 0
+    return RoundRobin(order=np.asarray(order, dtype=np.int64), picked_for=np.asarray(picked_for, dtype=np.int64),
+                      exhausted=exhausted, depth=depth, searches=searches, requeried=requeried)
+
+
+def _compact(row: Sequence[int], num_pool: int) -> array:
+    """A list of pool rows as 4-byte (8-byte for a pool of 2³¹ rows) integers that index fast from Python."""
+    compact = array("i" if num_pool < 2**31 else "q")
+    compact.frombytes(np.ascontiguousarray(row, dtype=np.int32 if compact.typecode == "i" else np.int64).tobytes())
+    return compact
+
+
+def _next_unpicked(row: np.ndarray, position: int, limit: int, picked: np.ndarray) -> int:
+    """The first position from ``position`` on (below ``limit``) whose pool row is not picked; ``limit``
+    when there is none. Looks at growing chunks, so long runs of picked rows cost little."""
+    step = 16
+    while position < limit:
+        end = min(limit, position + step)
+        free = np.flatnonzero(picked[row[position:end]] == 0)
+        if len(free):
+            return position + int(free[0])
+        position, step = end, 4 * step
+    return limit
+
+
+def _running_out(lists: list[array], views: list[np.ndarray], pointer: list[int], picked: bytearray, first: int,
+                 depth: int, turns: int) -> list[int]:
+    """Target examples, ``first`` among them, whose lists (shorter than ``depth``) run out within the
+    next ``turns`` turns of the round robin starting at ``first``'s turn, skipping the turns of those
+    already out (their picks are unknown, so this can miss some; the caller looks again later)."""
+    m = len(lists)
+    picked, pointer = bytearray(picked), list(pointer)
+    picked_view = np.frombuffer(picked, dtype=np.uint8)
+    out = {first}
+    t = first
+    for _ in range(turns - 1):
+        t = t + 1 if t + 1 < m else 0
+        if t in out:
+            continue
+        row, p = lists[t], pointer[t]
+        limit = min(len(row), depth)
+        if p < limit and picked[row[p]]:
+            p = _next_unpicked(views[t], p + 1, limit, picked_view)
+        if p == limit:
+            if limit == depth:  # the round robin may stop or deepen every list here: look no further
+                break
+            out.add(t)
+            continue
+        picked[row[p]] = 1
+        pointer[t] = p + 1
+    return sorted(out)
+
+
+FIRST_FETCH_ENTRIES = 1 << 24  # list entries (all target examples together) the first pass fetches
+
+
+def first_fetch(depth: int, num_pool: int, num_target: int) -> int:
+    """Rows per target example the first pass fetches: the round robin's first depth doubled while the
+    M lists hold at most about FIRST_FETCH_ENTRIES rows (a round robin often needs more than the first
+    depth for many examples, and longer lists cost little in the pass that computes every similarity)."""
+    fetched = depth
+    while 2 * fetched * num_target <= FIRST_FETCH_ENTRIES and fetched < num_pool:
+        fetched *= 2
+    return min(fetched, num_pool)
+
+
+def _fetch(pool: "torch.Tensor", target: "torch.Tensor", rows: np.ndarray, k: int, metric: str,
+           block_size: int) -> list[np.ndarray]:
+    """The k nearest pool rows of the prepared target rows ``rows``, nearest first, as exact prefixes."""
+    import torch
+
+    m, k = target.shape[0], min(int(k), pool.shape[0])
+
+    def query(selected: np.ndarray) -> "torch.Tensor":
+        # at least 16 rows (or M): BLAS may round products of very few rows differently from the
+        # first pass's, and the lists must agree
+        padded = np.resize(selected, max(len(selected), min(16, m)))
+        return target[torch.as_tensor(padded, device=target.device)]
+
+    found = _neighbour_lists(pool, query(rows), k, metric, block_size, with_nearest_target=False)
+    lists = [found[j] for j in range(len(rows))]
+    short = [j for j, row in enumerate(lists) if len(row) < k]
+    if short:  # the threshold kept too few: an exact top-k for these
+        exact = _search(pool, query(rows[short]), k, metric, block_size, with_nearest_target=False)
+        for position, j in enumerate(short):
+            lists[j] = exact.indices[position].cpu().numpy()
+    return lists
 
 
 def _as_tensor(array: np.ndarray, device: str) -> "torch.Tensor":
@@ -198,7 +513,7 @@ def _as_tensor(array: np.ndarray, device: str) -> "torch.Tensor":
 class KNNSelection(PoolMethod):
     """TAPT/c: nearest pool neighbours of the target examples (see the module docstring)."""
 
-    k: int = 32  # neighbours per target example in the first pass (raised to ⌈2·budget/M⌉ when larger)
+    k: int = 32  # first list depth d of the round robin (raised to ⌈2·budget/M⌉ when larger; doubles as needed)
     metric: str = "cosine"  # as TAPT/c and sentence embeddings; "l2": Euclidean distance
     strategy: str = "round_robin"  # TAPT/c's per-example curation; "max": by similarity to the nearest target
     block_size: int = 4096  # pool rows per block of similarities
@@ -206,8 +521,8 @@ class KNNSelection(PoolMethod):
     name: ClassVar[str] = "knn"
     uses_embeddings: ClassVar[bool] = True
     cli_options: ClassVar[dict[str, tuple[str, str]]] = {
-        "k": ("--knn-k", "kNN: neighbours fetched per target example in the first pass (more when the "
-              "budget needs them)"),
+        "k": ("--knn-k", "kNN: first list depth per target example in the round robin (doubled while the "
+              "budget needs more)"),
         "metric": ("--knn-metric", "kNN: cosine or l2"),
         "strategy": ("--knn-strategy", "kNN: round_robin (each target example in turn takes its nearest unpicked "
                      "neighbour) or max (by similarity to the nearest target example)"),
@@ -238,21 +553,23 @@ class KNNSelection(PoolMethod):
         n, m = pool_embeddings.shape[0], target_embeddings.shape[0]
         budget = min(int(ctx.budget), n)
         depth = 0 if self.strategy == "max" else min(n, max(self.k, math.ceil(2 * budget / m)))
-        passes, info = 0, {"metric": self.metric, "strategy": self.strategy}
+        info = {"metric": self.metric, "strategy": self.strategy}
         with ctx.timer.stage("knn_search") if ctx.timer is not None else nullcontext():
-            while True:
-                search = nearest_neighbours(pool_embeddings, target_embeddings, depth, self.metric, self.block_size)
-                passes += 1
-                if self.strategy == "max":
-                    break
-                turns = round_robin(search.indices.cpu().numpy(), n)
-                if len(turns.order) >= budget or depth == n:
-                    break
-                log.info("knn: %d neighbours per target example cover %d of the budget %d; fetching %d",
-                         depth, len(turns.order), budget, min(n, 2 * depth))
-                depth = min(n, 2 * depth)
-        scores = search.best_similarity.cpu().numpy().astype(np.float64)
-        columns = {"nearest_target": search.best_target.cpu().numpy()}
+            pool_embeddings = prepare(pool_embeddings, self.metric)
+            target_embeddings = prepare(target_embeddings, self.metric)
+            if self.strategy == "max":
+                search = _neighbour_lists(pool_embeddings, target_embeddings, 0, self.metric, self.block_size)
+            else:
+                search = _neighbour_lists(pool_embeddings, target_embeddings, first_fetch(depth, n, m),
+                                          self.metric, self.block_size)
+
+                def fetch(rows: np.ndarray, k: int) -> list[np.ndarray]:
+                    log.info("knn: fetching %d neighbours for %d target examples", k, len(rows))
+                    return _fetch(pool_embeddings, target_embeddings, rows, k, self.metric, self.block_size)
+
+                turns = deepening_round_robin(search, n, budget, depth, fetch)
+        scores = search.best_similarity.astype(np.float64)
+        columns = {"nearest_target": search.best_target}
         if self.strategy == "max":
             order = order_by_score(scores)
         else:
@@ -263,7 +580,8 @@ class KNNSelection(PoolMethod):
             picked_for = np.full(n, -1, dtype=np.int64)
             picked_for[turns.order] = turns.picked_for
             columns["picked_for"] = picked_for
-            info.update(depth=depth, passes=passes, round_robin_rows=int(len(turns.order)))
+            info.update(depth=turns.depth, round_robin_rows=int(len(turns.order)), searches=1 + turns.searches,
+                        requeried_targets=turns.requeried)
         info["selected_mean_score"] = float(scores[order[:budget]].mean())
         info["pool_mean_score"] = float(scores.mean())
         return Ranking(scores=scores, order=order.astype(np.int64), columns=columns, info=info)
