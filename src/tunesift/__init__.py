@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from tunesift.io.tables import TextSet, read_text_set  # noqa: E402
 
-__all__ = ["TextSet", "read_text_set", "select_from_pool", "__version__"]
+__all__ = ["TextSet", "read_text_set", "select_from_pool", "select_samples", "__version__"]
 
 
 def __getattr__(name):  # keep `import tunesift` light: torch-heavy parts load on first use
@@ -16,4 +16,8 @@ def __getattr__(name):  # keep `import tunesift` light: torch-heavy parts load o
         from tunesift.pool.run import select_from_pool
 
         return select_from_pool
+    if name == "select_samples":
+        from tunesift.rec import select_samples
+
+        return select_samples
     raise AttributeError(name)
