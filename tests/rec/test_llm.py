@@ -100,6 +100,9 @@ def test_bad_input_names_the_field(tiny_folder, tmp_path):
         load_causal_lm(tiny_folder, lora_dropout=1.5)
     with pytest.raises(ValueError, match="lora_r"):
         load_causal_lm(tiny_folder, lora_r=-1)
+    with pytest.raises(FileNotFoundError, match="GGUF"):
+        llm.convert_gguf(tmp_path / "absent.gguf", tmp_path / "converted")
+    assert llm.convert_gguf(tmp_path / "absent.gguf", tiny_folder) == tiny_folder  # already converted: kept
 
 
 def test_missing_package_gives_install_hint(monkeypatch):

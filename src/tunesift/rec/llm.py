@@ -57,19 +57,21 @@ def _is_model_folder(path: Path) -> bool:
     return (path / "config.json").exists() and any(path.glob("*.safetensors"))
 
 
-def convert_default_llm(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Dequantise the packaged SmolLM2 GGUF once into a float32 Hugging Face folder; return the folder.
+def convert_gguf(gguf: str | os.PathLike, target: str | os.PathLike, force: bool = False) -> Path:
+    """Dequantise a GGUF causal LM into a float32 Hugging Face folder ``target`` (model and tokenizer).
 
     ``save_pretrained`` refuses a model loaded from GGUF, so the weights are moved into a model built
     from the same config without its ``quantization_config``. The folder is written next to its final
-    place and renamed, so concurrent or interrupted conversions never leave a partial folder.
+    place and renamed, so concurrent or interrupted conversions never leave a partial folder. An existing
+    converted folder is kept unless ``force``.
     """
-    target = default_llm_dir(cache_dir)
+    gguf, target = Path(gguf), Path(target)
     if _is_model_folder(target) and not force:
         return target
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf}: no such GGUF file")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = default_llm_gguf()
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -94,6 +96,14 @@ def convert_default_llm(cache_dir: str | os.PathLike | None = None, force: bool 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def convert_default_llm(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """The packaged SmolLM2 GGUF dequantised once into ``<cache>/models/smollm2-135m-instruct``; the folder."""
+    target = default_llm_dir(cache_dir)
+    if _is_model_folder(target) and not force:
+        return target
+    return convert_gguf(default_llm_gguf(), target, force=force)
 
 
 def resolve_llm_path(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None) -> Path:
