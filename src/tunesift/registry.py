@@ -5,7 +5,9 @@ The CLI reads its choices from these registries: there is no second table to edi
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import argparse
+from dataclasses import fields
+from typing import Any, Callable, ClassVar, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -42,6 +44,41 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
+
+
+class Method:
+    """Base of registered methods: settings are dataclass fields; ``cli_options`` maps fields to flags.
+
+    Flags are shared across the methods of one command, so each is added once (``seen``).
+    """
+
+    name: ClassVar[str] = ""
+    # field name -> (flag, help)
+    cli_options: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup, seen: set[str]) -> None:
+        for fname, (flag, help_) in cls.cli_options.items():
+            if flag in seen:
+                continue
+            seen.add(flag)
+            field_ = cls.__dataclass_fields__[fname]
+            default = field_.default
+            if isinstance(default, bool):
+                group.add_argument(flag, dest=fname, action=argparse.BooleanOptionalAction, default=None, help=help_)
+                continue
+            annotation = field_.type if isinstance(field_.type, str) else getattr(field_.type, "__name__", "")
+            typ = next((t for t in (float, int) if annotation.split("|")[0].strip() == t.__name__),
+                       type(default) if default is not None else str)
+            group.add_argument(flag, dest=fname, type=typ, default=None, help=f"{help_} (default: {default})")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace):
+        kw = {f: getattr(args, f) for f in cls.cli_options if getattr(args, f, None) is not None}
+        return cls(**kw)
 
 
 # Methods that rank a text pool against a target (GOT-D and its baselines): tunesift.pool

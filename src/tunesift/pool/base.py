@@ -7,13 +7,13 @@ budgets are prefixes of one ranking (as in GOT-D's code).
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from tunesift.io.tables import TextSet
+from tunesift.registry import Method
 
 
 @dataclass
@@ -50,37 +50,13 @@ class Context:
     progress: bool = True
 
 
-class PoolMethod:
-    """Base class: settings are dataclass fields; ``cli_options`` maps fields to CLI flags."""
+class PoolMethod(Method):
+    """Base class of pool methods (settings, CLI flags: :class:`tunesift.registry.Method`)."""
 
-    name: ClassVar[str] = ""
     uses_embeddings: ClassVar[bool] = False
-    # field name -> (flag, help); the CLI adds these flags to the `gotd` command
-    cli_options: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def rank(self, pool: TextSet, target: TextSet, ctx: Context) -> Ranking:
         raise NotImplementedError
-
-    def settings(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
-
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup, seen: set[str]) -> None:
-        for fname, (flag, help_) in cls.cli_options.items():
-            if flag in seen:
-                continue
-            seen.add(flag)
-            default = cls.__dataclass_fields__[fname].default
-            if isinstance(default, bool):
-                group.add_argument(flag, dest=fname, action=argparse.BooleanOptionalAction, default=None, help=help_)
-            else:
-                typ = type(default) if default is not None else str
-                group.add_argument(flag, dest=fname, type=typ, default=None, help=f"{help_} (default: {default})")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "PoolMethod":
-        kw = {f: getattr(args, f) for f in cls.cli_options if getattr(args, f, None) is not None}
-        return cls(**kw)
 
 
 def order_by_score(scores: np.ndarray) -> np.ndarray:

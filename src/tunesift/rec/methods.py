@@ -17,13 +17,12 @@ All baselines use the same SASRec surrogate as DEALRec (its snapshot after ``ear
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tunesift.registry import REC_METHODS
+from tunesift.registry import REC_METHODS, Method
 from tunesift.rec.select import Selection, combine_scores, greedy_top, random_subset, stratified_sample
 
 # λ per dataset from DEALRec's hyper-parameters.txt; other datasets get the code's default 0.5
@@ -48,34 +47,13 @@ class RecRanking:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class RecMethod:
-    """Base class: settings are dataclass fields; ``cli_options`` maps fields to CLI flags."""
+class RecMethod(Method):
+    """Base class of rec methods (settings, CLI flags: :class:`tunesift.registry.Method`)."""
 
-    name: ClassVar[str] = ""
     uses_llm: ClassVar[bool] = False
-    # field name -> (flag, help); the CLI adds these flags to the `dealrec` command
-    cli_options: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def rank(self, ctx: Any) -> RecRanking:
         raise NotImplementedError
-
-    def settings(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
-
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup, seen: set[str]) -> None:
-        for fname, (flag, help_) in cls.cli_options.items():
-            if flag in seen:
-                continue
-            seen.add(flag)
-            default = cls.__dataclass_fields__[fname].default
-            typ = float if fname in ("lam", "hard_prune") else type(default) if default is not None else str
-            group.add_argument(flag, dest=fname, type=typ, default=None, help=f"{help_} (default: {default})")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RecMethod":
-        kw = {f: getattr(args, f) for f in cls.cli_options if getattr(args, f, None) is not None}
-        return cls(**kw)
 
 
 def _check_stratified(n_strata: int, hard_prune: float) -> None:
