@@ -10,26 +10,8 @@ import torch
 from tunesift.rec import llm
 from tunesift.rec.llm import load_causal_lm
 
-WORDS = "the a game zelda mario sonic halo doom portal tetris kirby metroid fifa racing puzzle quest".split()
+from recfixtures import build_tiny_lm  # noqa: E402
 
-
-def build_tiny_lm(folder, seed: int = 0):
-    """A 2-layer Llama (hidden 32) and a word-level tokenizer saved as a Hugging Face folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
-                                        eos_token="</s>", pad_token="<pad>")
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
