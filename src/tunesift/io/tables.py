@@ -107,7 +107,8 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8", newline="")
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    """All JSON objects of a JSONL file (blank lines skipped) and their line numbers."""
     rows, lines = [], []
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -214,7 +215,7 @@ def read_records(path: str | os.PathLike, format: str | None = None) -> tuple[li
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     if fmt == "jsonl":
-        rows, lines = _read_jsonl(p)
+        rows, lines = read_jsonl(p)
     elif fmt in ("csv", "tsv"):
         rows, lines = _read_delimited(p, "\t" if fmt == "tsv" else ",")
     elif fmt == "parquet":

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from tunesift.io.tables import read_jsonl
+
 log = logging.getLogger("tunesift")
 
 FORMATS = ("dealrec", "recbole", "table")
@@ -273,23 +275,17 @@ def _read_sequences(path: Path) -> tuple[list[Any], list[list[int]]]:
 
 def _titles_from_jsonl(path: Path) -> dict[int, Any]:
     titles: dict[int, Any] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "item_id" not in row:
-                raise ValueError(f"{path}:{lineno}: expected an object with `item_id` and `title`")
-            try:
-                item = int(row["item_id"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}:{lineno}: item_id {row['item_id']!r} is not an integer") from None
-            if item in titles:
-                raise ValueError(f"{path}:{lineno}: item_id {item} appears twice")
-            titles[item] = row.get("title")
+    rows, lines = read_jsonl(path)
+    for row, lineno in zip(rows, lines):
+        if "item_id" not in row:
+            raise ValueError(f"{path}:{lineno}: expected an object with `item_id` and `title`")
+        try:
+            item = int(row["item_id"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}:{lineno}: item_id {row['item_id']!r} is not an integer") from None
+        if item in titles:
+            raise ValueError(f"{path}:{lineno}: item_id {item} appears twice")
+        titles[item] = row.get("title")
     return titles
 
 
