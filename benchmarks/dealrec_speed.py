@@ -16,8 +16,11 @@ the authors' code), and then the two score vectors are different random draws, n
 
 Influence (``tunesift.rec.influence.influence_scores``): on a SASRec surrogate, the mean gradient v, one
 LiSSA estimate h of H⁻¹v (T = 5000 steps of one sample, damping 0.01, scale 25: the authors' settings) and
-``∇L(s)·h`` for every sample, over the last block's attention output projection. Ours: per-sample gradients
-with ``vmap(grad)`` in chunks and padding columns cut; the reference follows ``code/prune/influence_score.py``:
+``∇L(s)·h`` for every sample, over the last block's attention output projection. Ours (default): the
+model's position-wise split (``SASRec.positionwise_loss``): everything before that projection is computed
+once for every target position, then v, each LiSSA step and the scores run only the layers after it;
+``--no-positionwise``: the whole model at every step, per-sample gradients with ``vmap(grad)`` in chunks
+and padding columns cut. The reference follows ``code/prune/influence_score.py``:
 the same LiSSA steps on full-width (50-position) rows with a double backward that keeps its graph, then a
 loop with one ``grad()`` call per sample. Both draw the same LiSSA samples (same seed), so the scores agree
 up to rounding.
@@ -77,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     influence.add_argument("--ours-lissa-batch-size", type=int, default=1,
                            help="also run ours with LiSSA mini-batches of this size (a different estimate)")
     influence.add_argument("--gradient-batch-size", type=int, default=256)
+    influence.add_argument("--no-positionwise", action="store_true",
+                           help="ours on the whole model at every step (not the rows past the last attention)")
     return parser.parse_args(argv)
 
 
@@ -290,13 +295,14 @@ def run_influence(args, data) -> list[dict]:
     ours_clock, reference_clock = Clock(), Clock()
     with ours_clock():
         result = influence_scores(model, batch, [name], solver="lissa", lissa_settings=settings,
-                                  batch_size=args.gradient_batch_size, prepare=trim_padding)
+                                  batch_size=args.gradient_batch_size, prepare=trim_padding,
+                                  positionwise=not args.no_positionwise)
     ours_clock.parts = {k: (v, float("nan")) for k, v in result.seconds.items()}
     reference = reference_influence(model, batch, name, args.lissa_depth, settings.damping, settings.scale,
                                     args.seed, reference_clock)
-    row = report("influence: ours (vmap per-sample gradients, trimmed padding) vs the authors' loops",
+    row = report(f"influence: ours ({result.path} path) vs the authors' loops",
                  len(reference), ours_clock, reference_clock, result.scores, reference)
-    row.update(stage="influence", users=n_users, lissa_depth=args.lissa_depth, lissa_batch_size=1)
+    row.update(stage="influence", users=n_users, lissa_depth=args.lissa_depth, lissa_batch_size=1, path=result.path)
     rows = [row]
     if args.ours_lissa_batch_size > 1:
         # Mini-batch LiSSA with the same number of sampled rows (depth x batch = the reference's depth):
@@ -306,7 +312,8 @@ def run_influence(args, data) -> list[dict]:
         batched_clock = Clock()
         with batched_clock():
             other = influence_scores(model, batch, [name], solver="lissa", lissa_settings=batched,
-                                     batch_size=args.gradient_batch_size, prepare=trim_padding)
+                                     batch_size=args.gradient_batch_size, prepare=trim_padding,
+                                     positionwise=not args.no_positionwise)
         batched_clock.parts = {k: (v, float("nan")) for k, v in other.seconds.items()}
         extra = report(f"influence: ours with LiSSA {batched.depth} steps x {batched.batch_size} samples vs the "
                        "authors' loops (different LiSSA draws: not expected to agree exactly)",

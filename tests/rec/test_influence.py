@@ -177,6 +177,40 @@ def test_influence_scores_exact_and_scoring_modes_agree(small):
         influence_scores(model, batch, ["nope"])
 
 
+@pytest.mark.parametrize("extra", [[], ["blocks.1.attention.output.bias", "blocks.1.attention.norm.weight",
+                                           "blocks.1.feed_forward.inner.weight", "blocks.1.feed_forward.norm.bias"]])
+def test_positionwise_rows_give_the_full_models_numbers(small, extra):
+    model, batch, default = small
+    names = default + extra
+    rows = model.positionwise_loss(batch, names, batch_size=7)
+    rows.chunk_size = 5  # several row chunks
+    assert rows.owner.numel() == int((batch[1] > 0).sum())
+    torch.testing.assert_close(rows.mean_gradient(names), mean_gradient(model, batch, names), rtol=1e-4, atol=1e-7)
+    full_hvp, row_hvp = model_hvp(model, batch, names), rows.hvp(names)
+    vector = torch.randn(sum(dict(model.named_parameters())[n].numel() for n in names),
+                         generator=torch.Generator().manual_seed(0))
+    for idx in ([3], [0, 5, 5, 29], [int(np.argmin((batch[1] > 0).sum(1)))]):  # incl. duplicates, fewest targets
+        torch.testing.assert_close(row_hvp(np.array(idx), vector), full_hvp(np.array(idx), vector),
+                                   rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(rows.hessian(names), hessian_matrix(model, batch, names), rtol=1e-4, atol=1e-6)
+    g = per_sample_gradients(model, batch, names)
+    torch.testing.assert_close(rows.dot(names, vector), g @ vector, rtol=1e-4, atol=1e-6)
+    s = LissaSettings(depth=60, damping=0.1, scale=10.0, batch_size=2)
+    fast = influence_scores(model, batch, names, lissa_settings=s)
+    slow = influence_scores(model, batch, names, lissa_settings=s, positionwise=False)
+    assert (fast.path, slow.path) == ("positionwise", "full") and fast.info()["path"] == "positionwise"
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-3, atol=1e-7)
+
+
+def test_positionwise_split_refuses_parameters_before_it(small):
+    model, batch, _ = small
+    for names in (["item_embeddings.weight"], ["blocks.1.attention.query.weight"], ["blocks.0.attention.output.weight"]):
+        assert model.positionwise_loss(batch, names) is None
+    result = influence_scores(model, batch, ["blocks.1.attention.key.weight"], solver="exact",
+                              lissa_settings=LissaSettings(damping=0.1, scale=10.0))
+    assert result.path == "full"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_follows_cuda_device(small):
     model, batch, names = small

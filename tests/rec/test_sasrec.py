@@ -199,3 +199,17 @@ def test_follows_cuda_device():
     res = train_sasrec(tr, va, SASRecConfig(n_items=12, hidden_size=8, max_len=8),
                        TrainSettings(epochs=2, batch_size=8), device="cuda", progress=False)
     assert next(res.model.parameters()).is_cuda
+
+
+def test_layer_norm_is_the_reference_formula():
+    from tunesift.rec.sasrec import LayerNorm
+
+    norm = LayerNorm(8, eps=1e-12)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    mean = x.mean(-1, keepdim=True)
+    var = (x - mean).pow(2).mean(-1, keepdim=True)
+    expected = norm.weight.double() * (x - mean) / torch.sqrt(var + 1e-12) + norm.bias.double()
+    torch.testing.assert_close(norm.double()(x), expected)

@@ -246,6 +246,24 @@ def hessian_vector_product(model: nn.Module, batch: Batch, vector: torch.Tensor,
     return flatten(jvp(mean_grad, (params,), (unflatten(vector, params),))[1])
 
 
+def _hessian(params: dict[str, torch.Tensor], summed_losses: Sequence[Callable[[dict[str, torch.Tensor]], torch.Tensor]],
+             n: int, chunk_size: int | None) -> torch.Tensor:
+    """(1/n) Σ over the callables of the Hessian of each (a sum of sample losses), symmetrised: (P, P)."""
+    flat_params = flatten(params)
+    p_size = flat_params.numel()
+    eye = torch.eye(p_size, dtype=flat_params.dtype, device=flat_params.device)
+    total = torch.zeros(p_size, p_size, dtype=flat_params.dtype, device=flat_params.device)
+    for summed in summed_losses:
+        summed_grad = grad(summed)
+
+        def hvp(direction: torch.Tensor) -> torch.Tensor:
+            return flatten(jvp(summed_grad, (params,), (unflatten(direction, params),))[1])
+
+        total += vmap(hvp, chunk_size=chunk_size)(eye)
+    hessian = total / n
+    return (hessian + hessian.T) / 2  # exact up to rounding; symmetrise
+
+
 def hessian_matrix(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
                    batch_size: int = 1024, chunk_size: int | None = 64, prepare: Prepare | None = None) -> torch.Tensor:
     """The exact Hessian of the mean loss over all of ``batch`` w.r.t. the subset: (P, P).
@@ -254,21 +272,9 @@ def hessian_matrix(model: nn.Module, batch: Batch, names: Sequence[str] | None =
     """
     params, rest = split_parameters(model, names)
     losses = _loss_of(model, rest)
-    n = batch[0].shape[0]
-    p_size = sum(t.numel() for t in params.values())
-    flat_params = flatten(params)
-    eye = torch.eye(p_size, dtype=flat_params.dtype, device=flat_params.device)
-    total = torch.zeros(p_size, p_size, dtype=flat_params.dtype, device=flat_params.device)
-    for sl in _chunks(n, batch_size):
-        part = list((prepare or _identity)([t[sl] for t in batch]))
-        summed_grad = grad(lambda p: losses(p, *part).sum())
-
-        def hvp(direction: torch.Tensor) -> torch.Tensor:
-            return flatten(jvp(summed_grad, (params,), (unflatten(direction, params),))[1])
-
-        total += vmap(hvp, chunk_size=chunk_size)(eye)
-    hessian = total / n
-    return (hessian + hessian.T) / 2  # exact up to rounding; symmetrise
+    parts = (list((prepare or _identity)([t[sl] for t in batch])) for sl in _chunks(batch[0].shape[0], batch_size))
+    return _hessian(params, (lambda p, part=part: losses(p, *part).sum() for part in parts), batch[0].shape[0],
+                    chunk_size)
 
 
 def exact_inverse_hvp(hessian: torch.Tensor, vector: torch.Tensor, damping: float = 0.0) -> torch.Tensor:
@@ -392,6 +398,22 @@ def lissa(hvp: Callable[[np.ndarray, torch.Tensor], torch.Tensor], v: torch.Tens
                        seconds=time.perf_counter() - t0)
 
 
+def _double_backward_hvp(loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                         params: dict[str, torch.Tensor], vector: torch.Tensor) -> torch.Tensor:
+    """∇²loss · vector w.r.t. ``params`` by reverse-over-reverse; ``vector`` is flat, in ``params`` order."""
+    leaves = {n: t.detach().requires_grad_() for n, t in params.items()}
+    with torch.enable_grad():
+        loss = loss_of(leaves)
+        grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+        directions = unflatten(vector.to(next(iter(params.values())).device), params)
+        dot = sum((g * directions[n]).sum() for g, n in zip(grads, leaves))
+        if not dot.requires_grad:  # the loss does not depend on the subset (e.g. no targets)
+            return torch.zeros_like(vector)
+        second = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
+    return torch.cat([(s if s is not None else torch.zeros_like(t)).reshape(-1)
+                      for s, t in zip(second, leaves.values())])
+
+
 def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None, prepare: Prepare | None = None
               ) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
     """The ``hvp(indices, vector)`` callback of :func:`lissa` for a model and its training samples.
@@ -400,24 +422,111 @@ def model_hvp(model: nn.Module, batch: Batch, names: Sequence[str] | None = None
     faster on CPU than forward-over-reverse (:func:`hessian_vector_product`), with the same result.
     """
     params, rest = split_parameters(model, names)
-    device = next(iter(params.values())).device
 
     def hvp(indices: np.ndarray, vector: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(indices, device=batch[0].device)
-        leaves = {n: t.detach().requires_grad_() for n, t in params.items()}
-        with torch.enable_grad():
-            part = tuple((prepare or _identity)([t[idx] for t in batch]))
-            loss = functional_call(model, {**rest, **leaves}, part).mean()
-            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
-            directions = unflatten(vector.to(device), params)
-            dot = sum((g * directions[n]).sum() for g, n in zip(grads, leaves))
-            if not dot.requires_grad:  # the loss does not depend on the subset (e.g. no targets)
-                return torch.zeros_like(vector)
-            second = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
-        return torch.cat([(s if s is not None else torch.zeros_like(t)).reshape(-1)
-                          for s, t in zip(second, leaves.values())])
+        part = tuple((prepare or _identity)([t[idx] for t in batch]))
+        return _double_backward_hvp(lambda p: functional_call(model, {**rest, **p}, part).mean(), params, vector)
 
     return hvp
+
+
+# --------------------------------------------------------------------------------------------------
+# models whose loss splits into independent rows past the chosen parameters
+
+
+@dataclass
+class PositionwiseLoss:
+    """Per-sample losses as weighted sums of independent rows, from the chosen parameters on:
+
+        L(s) = Σ_{r: owner[r] = s} weight[r] · head(rows[r]),
+
+    where ``head`` holds the chosen parameters and nothing that comes before them, so the rows are
+    constants (e.g. SASRec past its last attention: one row per target position, see
+    ``SASRec.positionwise_loss``). A model offers it as ``model.positionwise_loss(batch, names)``
+    (None when ``names`` reach before the split). The same numbers as the full model, at a fraction of
+    the cost: a LiSSA step runs the head on one sample's rows only, and the scores of all samples come
+    from one forward-mode pass over the rows.
+
+    Attributes:
+        head: ``head(*rows) -> (R,)`` per-row losses.
+        parameter_names: head parameter name -> model parameter name.
+        rows: tensors (R, ...), rows of one sample contiguous, samples in ascending order.
+        owner: (R,) the sample (0..n_samples-1) of each row. weight: (R,).
+    """
+
+    head: nn.Module
+    parameter_names: dict[str, str]
+    rows: tuple[torch.Tensor, ...]
+    owner: torch.Tensor
+    weight: torch.Tensor
+    n_samples: int
+    chunk_size: int = 65536  # rows per pass for v, the scores and the Hessian
+
+    def __post_init__(self) -> None:
+        counts = torch.bincount(self.owner.cpu(), minlength=self.n_samples).numpy()
+        self._offsets = np.concatenate([[0], np.cumsum(counts)])
+
+    def parameters_for(self, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(chosen, rest) head tensors, detached; ``chosen`` in the order of the model names ``names``."""
+        by_model = {m: h for h, m in self.parameter_names.items()}
+        missing = [n for n in names if n not in by_model]
+        if missing:
+            raise ValueError(f"{missing} are not parameters of the position-wise head "
+                             f"({', '.join(by_model)})")
+        tensors = dict(self.head.named_parameters())
+        chosen = {by_model[n]: tensors[by_model[n]].detach() for n in names}
+        rest = {h: t.detach() for h, t in tensors.items() if h not in chosen}
+        rest.update(dict(self.head.named_buffers()))
+        return chosen, rest
+
+    def _weighted(self, params: dict[str, torch.Tensor], rest: dict[str, torch.Tensor], index) -> torch.Tensor:
+        rows = tuple(t[index] for t in self.rows)
+        return functional_call(self.head, {**rest, **params}, rows) * self.weight[index]
+
+    def _row_chunks(self):
+        return _chunks(self.owner.shape[0], self.chunk_size)
+
+    def mean_gradient(self, names: Sequence[str]) -> torch.Tensor:
+        params, rest = self.parameters_for(names)
+        total = torch.zeros_like(flatten(params))
+        summed = grad(lambda p, sl: self._weighted(p, rest, sl).sum())
+        for sl in self._row_chunks():
+            total += flatten(summed(params, sl))
+        return total / self.n_samples
+
+    def hvp(self, names: Sequence[str]) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
+        """The ``hvp(indices, vector)`` callback of :func:`lissa` (Hessian of the mean over ``indices``)."""
+        params, rest = self.parameters_for(names)
+        offsets = self._offsets
+        device = self.owner.device
+
+        def hvp(indices: np.ndarray, vector: torch.Tensor) -> torch.Tensor:
+            if len(indices) == 1:
+                index = slice(int(offsets[indices[0]]), int(offsets[indices[0] + 1]))
+            else:  # with replacement: a sample drawn twice counts twice
+                index = torch.as_tensor(np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices]),
+                                        dtype=torch.long, device=device)
+            return _double_backward_hvp(lambda p: self._weighted(p, rest, index).sum() / len(indices),
+                                        params, vector)
+
+        return hvp
+
+    def hessian(self, names: Sequence[str], chunk_size: int | None = 64) -> torch.Tensor:
+        """The exact Hessian of the mean loss over all samples: (P, P)."""
+        params, rest = self.parameters_for(names)
+        return _hessian(params, [lambda p, sl=sl: self._weighted(p, rest, sl).sum() for sl in self._row_chunks()],
+                        self.n_samples, chunk_size)
+
+    def dot(self, names: Sequence[str], vector: torch.Tensor) -> torch.Tensor:
+        """(N,) ∇θL(s) · vector for every sample: forward mode over the rows, summed per sample."""
+        params, rest = self.parameters_for(names)
+        tangent = unflatten(vector.to(self.owner.device), params)
+        out = torch.zeros(self.n_samples, dtype=vector.dtype, device=self.owner.device)
+        for sl in self._row_chunks():
+            per_row = jvp(lambda p: self._weighted(p, rest, sl), (params,), (tangent,))[1]
+            out.index_add_(0, self.owner[sl], per_row.detach().to(out.dtype))
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,6 +556,7 @@ class InfluenceResult:
         h: (P,) the inverse-Hessian-vector product used.
         v_norm: ‖v‖, the mean training gradient's norm.
         solver: "lissa" or "exact"; ``lissa`` holds its trace when LiSSA was used.
+        path: "positionwise" when the model's row split was used, else "full".
     """
 
     scores: np.ndarray
@@ -456,9 +566,11 @@ class InfluenceResult:
     solver: str
     lissa: LissaResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    path: str = "full"  # or "positionwise" (the model's PositionwiseLoss)
 
     def info(self) -> dict:
-        out = {"solver": self.solver, "parameters": self.parameters, "n_parameters": int(self.h.numel()),
+        out = {"solver": self.solver, "path": self.path, "parameters": self.parameters,
+               "n_parameters": int(self.h.numel()),
                "v_norm": self.v_norm, "seconds": {k: round(t, 3) for k, t in self.seconds.items()}}
         if self.lissa is not None:
             out["lissa"] = self.lissa.info()
@@ -475,6 +587,7 @@ def influence_scores(
     scoring: str = "vmap",
     progress: bool = False,
     prepare: Prepare | None = None,
+    positionwise: bool = True,
 ) -> InfluenceResult:
     """Influence of every sample in ``batch`` on the training loss of ``model`` (in eval mode).
 
@@ -487,6 +600,10 @@ def influence_scores(
             dot products by forward-mode differentiation, without materialising gradients).
         prepare: applied to every chunk / mini-batch (e.g. ``sasrec.trim_padding``); rows sorted by
             length before the call make it most effective.
+        positionwise: when the model offers ``positionwise_loss(batch, names)`` and the subset lies past
+            its split (SASRec's default does), run every stage on the rows (:class:`PositionwiseLoss`):
+            the same numbers up to rounding, the part before the subset computed once instead of at every
+            step. ``scoring`` and ``batch_size`` then do not apply.
     """
     if solver not in ("lissa", "exact"):
         raise ValueError(f"solver must be 'lissa' or 'exact', got {solver!r}")
@@ -498,22 +615,34 @@ def influence_scores(
     model.eval()
     seconds = {}
     try:
+        rows = None
+        if positionwise and hasattr(model, "positionwise_loss"):
+            t0 = time.perf_counter()
+            rows = model.positionwise_loss(batch, chosen_names)
+            seconds["rows"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        v = mean_gradient(model, batch, chosen_names, batch_size=max(batch_size, 1024), progress=progress,
-                          prepare=prepare)
+        if rows is not None:
+            v = rows.mean_gradient(chosen_names)
+        else:
+            v = mean_gradient(model, batch, chosen_names, batch_size=max(batch_size, 1024), progress=progress,
+                              prepare=prepare)
         seconds["mean_gradient"] = time.perf_counter() - t0
         n = batch[0].shape[0]
         t0 = time.perf_counter()
         lissa_result = None
         if solver == "lissa":
-            lissa_result = lissa(model_hvp(model, batch, chosen_names, prepare), v, n, settings, progress=progress)
+            hvp = rows.hvp(chosen_names) if rows is not None else model_hvp(model, batch, chosen_names, prepare)
+            lissa_result = lissa(hvp, v, n, settings, progress=progress)
             h = lissa_result.h
         else:
-            hessian = hessian_matrix(model, batch, chosen_names, prepare=prepare)
+            hessian = rows.hessian(chosen_names) if rows is not None else hessian_matrix(model, batch, chosen_names,
+                                                                                          prepare=prepare)
             h = exact_inverse_hvp(hessian, v, settings.damping * settings.scale)
         seconds["inverse_hvp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if scoring == "jvp":
+        if rows is not None:
+            scores = rows.dot(chosen_names, h)
+        elif scoring == "jvp":
             scores = per_sample_dot(model, batch, h, chosen_names, batch_size=max(batch_size, 1024), prepare=prepare)
         else:
             from tqdm.auto import tqdm
@@ -527,4 +656,5 @@ def influence_scores(
     finally:
         model.train(was_training)
     return InfluenceResult(scores=scores.detach().cpu().double().numpy(), h=h.detach(), v_norm=float(v.norm()),
-                           parameters=chosen_names, solver=solver, lissa=lissa_result, seconds=seconds)
+                           parameters=chosen_names, solver=solver, lissa=lissa_result, seconds=seconds,
+                           path="positionwise" if rows is not None else "full")
