@@ -79,18 +79,18 @@ def test_resume_after_a_crash_redoes_nothing_finished(games, tiny_llm, tmp_path,
     with pytest.raises(RuntimeError, match="power cut"):
         run_rec_bench(games, out, **kw)
     done = sorted(p.parent.name for p in (out / "runs").glob("*/result.json"))
-    assert done == ["method=random,seed=0", "method=random,seed=1"]
+    assert done == ["method=full,seed=0", "method=random,seed=0"]  # seed-major: every method's seed 0 first
     # the crashed run's selection was saved before fine-tuning
-    assert (out / "runs" / "method=full,seed=0" / "selection.json").exists()
+    assert (out / "runs" / "method=random,seed=1" / "selection.json").exists()
     stamps = {d: (out / "runs" / d / "result.json").stat().st_mtime_ns for d in done}
     assert calls == {"select": 3, "finetune": 3}
 
     result = run_rec_bench(games, out, **kw)
-    assert result.ran == [{"method": "full", "seed": 0}, {"method": "full", "seed": 1}]
-    assert calls["select"] == 4  # only full/seed 1 selected again; full/seed 0 read its selection back
+    assert result.ran == [{"method": "random", "seed": 1}, {"method": "full", "seed": 1}]
+    assert calls["select"] == 4  # only full/seed 1 selected; random/seed 1 read its selection back
     assert calls["finetune"] == 5
     assert {d: (out / "runs" / d / "result.json").stat().st_mtime_ns for d in done} == stamps
-    assert [(r["method"], r["seed"]) for r in result.records] == [("random", 0), ("random", 1), ("full", 0), ("full", 1)]
+    assert [(r["method"], r["seed"]) for r in result.records] == [("random", 0), ("full", 0), ("random", 1), ("full", 1)]
     for r in result.records:
         assert r["n_selected"] == (8 if r["method"] == "random" else 40)
         gens = out / "runs" / f"method={r['method']},seed={r['seed']}" / "generations.jsonl"

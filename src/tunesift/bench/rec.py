@@ -532,7 +532,7 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
     bench = RecBench(data, out, scale, budget=budget, llm=llm, device=device, cache_dir=cache_dir,
                      progress=progress, format=format)
     ran = []
-    keys = [(m, s) for m in methods for s in seeds]
+    keys = [(m, s) for s in seeds for m in methods]  # seed-major: a stopped bench has every method's first seed
     t0 = time.perf_counter()
     for i, (method, seed) in enumerate(keys, 1):
         key = {"method": method, "seed": seed}
