@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     effort.add_argument("--dropout", action="store_true", help="LoRA dropout on (train mode) in ours and the reference")
     effort.add_argument("--no-share-prefix", action="store_true", help="ours without the shared-prefix pass")
     effort.add_argument("--max-tokens", type=int, default=512)
+    effort.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="the LLM's dtype, ours and the reference alike (the authors ran float16 on GPU)")
+    effort.add_argument("--reference-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="the reference's dtype if it should differ from --dtype (a second model is loaded)")
     influence = parser.add_argument_group("influence")
     influence.add_argument("--influence-users", type=int, default=5000, help="users in the surrogate (0: all)")
     influence.add_argument("--surrogate-epochs", type=int, default=20)
@@ -169,7 +173,12 @@ def run_effort(args, data) -> list[dict]:
     from tunesift.rec.llm import load_causal_lm
     from tunesift.rec.prompts import build_samples
 
-    model, tokenizer = load_causal_lm(args.llm, device=args.device, seed=args.seed)
+    model, tokenizer = load_causal_lm(args.llm, device=args.device, seed=args.seed, dtype=getattr(torch, args.dtype))
+    reference_dtype = args.reference_dtype or args.dtype
+    reference_model = model
+    if reference_dtype != args.dtype:  # same weights and LoRA initialisation (same seed), another dtype
+        reference_model, _ = load_causal_lm(args.llm, device=args.device, seed=args.seed,
+                                            dtype=getattr(torch, reference_dtype))
     rng = np.random.default_rng(args.seed)
     users = np.sort(rng.choice(data.n_users, size=min(args.users, data.n_users), replace=False))
     samples = build_samples(data, "train", users=users, tokenizer=tokenizer, max_tokens=args.max_tokens)
@@ -182,7 +191,7 @@ def run_effort(args, data) -> list[dict]:
     print(f"effort: {len(samples)} Games users, {np.mean(lengths):.0f} tokens per sample on average "
           f"(max {max(lengths)}); LLM {args.llm or 'SmolLM2-135M-Instruct'}; chosen parameters {names}; "
           f"LoRA dropout {'on' if args.dropout else 'off'}; ours: batch {args.batch_size}, "
-          f"shared prefix {'off' if args.no_share_prefix else 'auto'}")
+          f"shared prefix {'off' if args.no_share_prefix else 'auto'}, {args.dtype}; reference {reference_dtype}")
 
     rows = []
     for mode in args.reference:
@@ -202,17 +211,19 @@ def run_effort(args, data) -> list[dict]:
 
             def run_reference():
                 with reference_clock():
-                    reference[part] = reference_effort(model, tokenizer, prompts[part], responses[part], names,
-                                                       mode, args.max_tokens, args.dropout)
+                    reference[part] = reference_effort(reference_model, tokenizer, prompts[part], responses[part],
+                                                       names, mode, args.max_tokens, args.dropout)
 
             for run in ((run_ours, run_reference) if k % 2 == 0 else (run_reference, run_ours)):
                 run()
             print(f"  {min(start + chunk, len(samples))}/{len(samples)}: ours {ours_clock.wall:.1f}s "
                   f"(cpu {ours_clock.cpu:.1f}s), reference ({mode}) {reference_clock.wall:.1f}s "
                   f"(cpu {reference_clock.cpu:.1f}s)", flush=True)
-        row = report(f"effort: ours (batch {args.batch_size}) vs the authors' loop, reference '{mode}'",
+        row = report(f"effort: ours (batch {args.batch_size}, {args.dtype}) vs the authors' loop, reference "
+                     f"'{mode}' ({reference_dtype})",
                      len(samples), ours_clock, reference_clock, ours, reference)
-        row.update(stage="effort", reference=mode, dropout=args.dropout, batch_size=args.batch_size,
+        row.update(stage="effort", reference=mode, dtype=args.dtype, reference_dtype=reference_dtype,
+                   dropout=args.dropout, batch_size=args.batch_size,
                    mean_tokens=float(np.mean(lengths)), share_prefix=not args.no_share_prefix)
         rows.append(row)
         torch.cuda.empty_cache() if torch.cuda.is_available() else None

@@ -56,6 +56,7 @@ def test_gotd_command_writes_the_three_files(files, method):
         (["--budget", "0"], "budget must be at least 1"),
         (["--budget", "3", "--text-field", "body"], "no field 'body'"),
         (["--budget", "3", "--pool-embeddings", "WRONG"], "pool embeddings for 40"),
+        (["--budget", "3", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_a_clear_error(files, capsys, extra, message):

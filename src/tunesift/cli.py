@@ -15,6 +15,24 @@ import sys
 COMMAND_MODULES = ("tunesift.pool.cli", "tunesift.rec.cli", "tunesift.bench.cli", "tunesift.demo")
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads for the command (read by :func:`apply_threads`)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, usually one per core)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's CPU threads from ``args.threads`` (if given), after checking it."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesift", description="Pick the examples worth fine-tuning an LLM on.")
     from tunesift import __version__

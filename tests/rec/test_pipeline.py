@@ -112,6 +112,26 @@ def test_api_errors(data):
         select_samples(data, 2, "nope", progress=False)
     with pytest.raises(ValueError, match="`influence_solver`"):
         select_samples(data, 2, "random", progress=False, influence_solver="cg")
+    with pytest.raises(ValueError, match="`llm_dtype` must be one of float32, bfloat16, float16, got 'fp8'"):
+        select_samples(data, 2, "random", progress=False, llm_dtype="fp8")
+
+
+def test_llm_dtype_reaches_the_model_and_stays_close_to_float32(data, lm_path, tmp_path):
+    """bfloat16 effort: the LLM really runs in bf16 (own cache entry), scores close to float32's."""
+    from tunesift.rec.pipeline import PipelineSettings, RecContext, StageCache
+    from tunesift.output import Timer
+
+    efforts = {}
+    for dtype in ("float32", "bfloat16"):
+        settings = PipelineSettings(**{**FAST, "llm": lm_path, "llm_dtype": dtype})
+        ctx = RecContext(data, np.arange(24), 4, 0, settings, StageCache(tmp_path / "cache"), Timer(), "cpu",
+                         progress=False)
+        efforts[dtype] = ctx.effort()
+        model, _ = ctx.llm()
+        assert {p.dtype for n, p in model.named_parameters() if "lora" not in n} == {getattr(torch, dtype)}
+        assert ctx.stage_info["effort"]["dtype"] == dtype and not ctx.stage_info["effort"]["cached"]
+    assert not np.array_equal(efforts["float32"], efforts["bfloat16"])
+    np.testing.assert_allclose(efforts["bfloat16"], efforts["float32"], rtol=0.1)
 
 
 def test_cli_end_to_end(tmp_path, lm_path, capsys):
@@ -138,3 +158,7 @@ def test_cli_end_to_end(tmp_path, lm_path, capsys):
     assert main(["dealrec", "--data", str(folder), "--budget", "99", "--out", str(out), "--method", "random",
                  "--no-progress"]) == 2
     assert "budget must be in 1..24" in capsys.readouterr().err
+    assert main([*args, "--threads", "0"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+    assert main([*args, "--llm-dtype", "half"]) == 2
+    assert "`llm_dtype` must be one of float32, bfloat16, float16, got 'half'" in capsys.readouterr().err

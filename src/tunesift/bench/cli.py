@@ -7,6 +7,8 @@ import importlib
 import logging
 import shlex
 
+from tunesift.cli import add_threads_argument, apply_threads
+
 log = logging.getLogger("tunesift")
 
 
@@ -52,7 +54,7 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (scale's)")
     p.add_argument("--format", default=None, help="data format: dealrec, recbole or table (default: detected)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_argument(p)
     p.add_argument("--cache-dir", default=None, help="item-embedding and selection caches (default: OUT/cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -78,12 +80,7 @@ def run_rec(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     scale = scale_with(args.scale, n_users=args.n_users, n_test_users=args.n_test_users, epochs=args.epochs)
     result = run_rec_bench(
         args.data, args.out, methods=args.methods.split(","),

@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from tunesift.cli import add_threads_argument, apply_threads
+
 log = logging.getLogger("tunesift")
 
 
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-embeddings", default=None, help=".npy of precomputed target embeddings")
     p.add_argument("--cache-dir", default="default", help="embedding cache ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     seen: set[str] = set()
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from tunesift.pool import select_from_pool
     from tunesift.registry import POOL_METHODS
 
+    apply_threads(args)
     pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool")
     target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target")
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from tunesift.cli import add_threads_argument, apply_threads
+
 log = logging.getLogger("tunesift")
 
 # PipelineSettings field -> (flag, type, help); defaults come from PipelineSettings
@@ -30,6 +32,9 @@ _PIPELINE_FLAGS = {
     "lora_r": ("--lora-r", int, "LoRA rank"),
     "lora_alpha": ("--lora-alpha", int, "LoRA alpha"),
     "lora_dropout": ("--lora-dropout", float, "LoRA dropout"),
+    "llm_dtype": ("--llm-dtype", str, "float32, bfloat16 or float16: the LLM's weights and arithmetic in the "
+                                      "effort stage (bfloat16: ~2x faster on GPUs and CPUs with bf16 units, "
+                                      "Spearman ~0.998 to float32)"),
     "effort_batch_size": ("--effort-batch-size", int, "samples per LLM forward/backward"),
     "effort_loss_on": ("--effort-loss-on", str, "prompt (whole text, the paper) or response"),
     "effort_parameters": ("--effort-parameters", str, "regex of LLM parameters for the effort gradient "
@@ -65,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-field", default="timestamp", help="table: time column (default: timestamp)")
     p.add_argument("--title-field", default="title", help="table: title column (default: title)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     seen: set[str] = set()
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from tunesift.rec.pipeline import PipelineSettings, select_samples
     from tunesift.registry import REC_METHODS
 
+    apply_threads(args)
     options = {}
     if args.format == "table" or (args.format is None and not _looks_like_folder(args.data)):
         options = {"user_field": args.user_field, "item_field": args.item_field,

@@ -28,6 +28,8 @@ from tunesift.registry import REC_METHODS
 
 log = logging.getLogger("tunesift")
 
+LLM_DTYPES = ("float32", "bfloat16", "float16")
+
 
 @dataclass
 class PipelineSettings:
@@ -59,6 +61,7 @@ class PipelineSettings:
     grand_parameters: tuple[str, ...] | None = None  # GraNd's gradient: None = all surrogate parameters
     # effort (code/prune/effort_score.py): the LLM and its LoRA
     llm: str | None = None  # local Hugging Face causal LM folder; None = SmolLM2-135M-Instruct
+    llm_dtype: str = "float32"  # "bfloat16" / "float16": half the memory; ~2x faster where the chip has bf16 units
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -78,6 +81,8 @@ class PipelineSettings:
             raise ValueError(f"`influence_scoring` must be 'vmap' or 'jvp', got {self.influence_scoring!r}")
         if self.effort_loss_on not in ("prompt", "response"):
             raise ValueError(f"`effort_loss_on` must be 'prompt' or 'response', got {self.effort_loss_on!r}")
+        if self.llm_dtype not in LLM_DTYPES:
+            raise ValueError(f"`llm_dtype` must be one of {', '.join(LLM_DTYPES)}, got {self.llm_dtype!r}")
         if self.prompt_tokenizer not in ("llm", "whitespace"):
             raise ValueError(f"`prompt_tokenizer` must be 'llm' or 'whitespace', got {self.prompt_tokenizer!r}")
         for name in ("gradient_batch_size", "effort_batch_size", "effort_chunk", "max_tokens"):
@@ -362,12 +367,15 @@ class RecContext:
     def llm(self):
         """(model, tokenizer) with LoRA, loaded once (``tunesift.rec.llm.load_causal_lm``)."""
         if self._llm is None:
+            import torch
+
             from tunesift.rec.llm import load_causal_lm
 
             s = self.settings
             with self.timer.stage("load_llm"):
                 self._llm = load_causal_lm(s.llm, device=self.device, lora_r=s.lora_r, lora_alpha=s.lora_alpha,
-                                           lora_dropout=s.lora_dropout, target_modules=s.lora_targets, seed=self.seed)
+                                           lora_dropout=s.lora_dropout, target_modules=s.lora_targets, seed=self.seed,
+                                           dtype=getattr(torch, s.llm_dtype))
         return self._llm
 
     def prompt_tokenizer(self):
@@ -417,7 +425,7 @@ class RecContext:
         model_id = "given" if self._llm_given else (str(Path(s.llm).resolve()) if s.llm else "default-smollm2")
         key = _key(data=self._data_key, llm=model_id, lora=[s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_targets],
                    loss_on=s.effort_loss_on, params=s.effort_parameters, texts=texts_hash, seed=self.seed,
-                   max_tokens=s.max_tokens)
+                   max_tokens=s.max_tokens, **({} if s.llm_dtype == "float32" else {"dtype": s.llm_dtype}))
         cache = StageCache(None) if self._llm_given else self.cache  # a model object has no stable identity
         with self.timer.stage("effort"):
             cached = cache.load_array("effort", key) is not None
@@ -436,7 +444,8 @@ class RecContext:
                                      max_length=s.max_tokens, device=self.device, progress=self.progress)
 
             self._effort = cache.chunked("effort", key, len(samples), s.effort_chunk, compute)
-        self.stage_info["effort"] = {"llm": model_id, "cached": cached, "batch_size": s.effort_batch_size,
+        self.stage_info["effort"] = {"llm": model_id, "dtype": s.llm_dtype, "cached": cached,
+                                     "batch_size": s.effort_batch_size,
                                      "loss_on": s.effort_loss_on,
                                      "parameters": s.effort_parameters or "last layer's v_proj lora_B"}
         return self._effort
