@@ -179,14 +179,21 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def _loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) summed next-token cross-entropies over label tokens, and (B,) how many label tokens."""
-    shift_logits = logits[:, :-1].float()  # (B, T-1, V)
-    shift_labels = labels[:, 1:]  # (B, T-1)
+    """(B,) summed next-token cross-entropies over label tokens, and (B,) how many label tokens.
+
+    ``labels`` is (B, T), aligned with the logits' tokens, or (B, T + 1) when the token after the last
+    one is known. The labels are shifted rather than the logits: slicing the (B, T, V) logits would cost
+    a copy forward and a zero-filled (B, T, V) gradient backward.
+    """
+    if labels.shape[1] == logits.shape[1] + 1:
+        targets = labels[:, 1:]
+    else:
+        targets = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), IGNORE_INDEX)], dim=1)
     token_loss = nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="none",
-    ).view(shift_labels.shape)
-    return token_loss.sum(1), (shift_labels != IGNORE_INDEX).sum(1)
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(targets.shape)
+    return token_loss.sum(1), (targets != IGNORE_INDEX).sum(1)
 
 
 def _linear_squared_norms(x: torch.Tensor, delta: torch.Tensor, method: str = "auto") -> torch.Tensor:
@@ -400,7 +407,7 @@ class _PrefixPass:
         finally:
             capture.remove()
         # logits at 0..length-1 predict tokens 1..length, all common: their loss is the same for every sample
-        sums, counts = _loss_sums(torch.cat([outputs.logits, outputs.logits[:, -1:]], dim=1), labels)
+        sums, counts = _loss_sums(outputs.logits, labels)
         self.loss_sum = sums[0]  # scalar, in the graph of the chosen parameters
         self.n_labels = int(counts[0])
         cache = outputs.past_key_values
