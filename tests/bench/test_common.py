@@ -24,6 +24,8 @@ def test_mean_std_matches_numpy():
     assert mean_std([0.3]) == (0.3, None)
     assert mean_std([]) == (None, None)
     assert mean_std([None, float("nan"), 2.0]) == (2.0, None)
+    third = 0.00078125 / 3 * 3  # identical runs give std 0 exactly, not a 1e-19 residue of the mean
+    assert mean_std([third] * 3) == (third, 0.0)
 
 
 def test_summarize_groups_and_orders():

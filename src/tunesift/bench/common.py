@@ -237,6 +237,8 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return None, None
+    if len(vals) > 1 and min(vals) == max(vals):  # identical runs: exactly 0, not a rounding residue
+        return vals[0], 0.0
     mean = math.fsum(vals) / len(vals)
     if len(vals) < 2:
         return mean, None
