@@ -75,6 +75,12 @@ def test_rerun_uses_cache_and_fresh_runs_reproduce(data, lm_path, tmp_path):
                              progress=False, **{**FAST, "lissa_depth": 30})
     st = changed.manifest["stages"]
     assert st["surrogate"]["cached"] and not st["influence"]["cached"] and st["effort"]["cached"]
+    # other candidates (max_users): the surrogate (trained on every user) is reused, the scores are not
+    subset = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "a", llm=lm_path, device="cpu",
+                            progress=False, max_users=12, **FAST)
+    st = subset.manifest["stages"]
+    assert st["surrogate"]["cached"] and not st["influence"]["cached"] and not st["effort"]["cached"]
+    assert subset.pool.size == 12
 
 
 def test_effort_resumes_after_a_crash(data, lm_path, tmp_path, monkeypatch):

@@ -228,8 +228,9 @@ class RecContext:
         self._early: dict[str, np.ndarray] = {}
         self._samples: list[Sample] | None = None
         self._tokenizer: Any = ...
+        self._pool_hash = hashlib.sha256(np.asarray(pool, dtype=np.int64).tobytes()).hexdigest()
         self._data_key = _key(fingerprint=data.fingerprint, n_users=data.n_users, n_items=data.n_items,
-                              pool=hashlib.sha256(np.asarray(pool, dtype=np.int64).tobytes()).hexdigest())
+                              pool=self._pool_hash)
 
     # ---------------------------------------------------------------------------------------- SASRec
 
@@ -241,8 +242,11 @@ class RecContext:
         return self._tensors
 
     def _surrogate_key(self) -> str:
+        """The surrogate trains on every user, so its key leaves the candidates out: runs on other
+        candidate subsets (``max_users``) of the same data reuse it."""
         s = self.settings
-        return _key(data=self._data_key, config=asdict(s.sasrec_config(self.data.n_items)),
+        data = _key(fingerprint=self.data.fingerprint, n_users=self.data.n_users, n_items=self.data.n_items)
+        return _key(data=data, config=asdict(s.sasrec_config(self.data.n_items)),
                     train=asdict(s.train_settings(self.seed)))
 
     def surrogate(self):
@@ -305,7 +309,7 @@ class RecContext:
         s = self.settings
         trained = self.surrogate()
         names = list(s.influence_parameters or trained.model.influence_parameter_names())
-        key = _key(surrogate=self._surrogate_key(), names=names, solver=s.influence_solver,
+        key = _key(surrogate=self._surrogate_key(), pool=self._pool_hash, names=names, solver=s.influence_solver,
                    lissa=asdict(s.lissa_settings(self.seed)), scoring=s.influence_scoring)
         with self.timer.stage("influence"):
             cached = self.cache.load_array("influence", key)
@@ -340,7 +344,7 @@ class RecContext:
         s = self.settings
         trained = self.surrogate()
         names = list(s.grand_parameters) if s.grand_parameters else None
-        key = _key(surrogate=self._surrogate_key(), kind=kind, names=names)
+        key = _key(surrogate=self._surrogate_key(), pool=self._pool_hash, kind=kind, names=names)
         with self.timer.stage(kind):
             scores = self.cache.load_array(kind, key)
             cached = scores is not None
