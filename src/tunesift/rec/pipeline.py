@@ -513,7 +513,9 @@ def select_samples(
             ``strata``) or of :class:`PipelineSettings` (e.g. ``surrogate_epochs=5``, ``llm=PATH``).
         llm: a local causal-LM folder (sets ``settings.llm``), or a ready (model, tokenizer) for the
             effort score (not cached on disk: a model object has no stable identity).
-        max_users: score a seeded random subset of this many candidate users (for a quick run).
+        max_users: score a seeded random subset of this many candidate users (for a quick run). The
+            surrogate still trains on every user; the influence's mean gradient and LiSSA's samples
+            then come from the subset (an estimate of the full data's).
         out_dir: writes scores.parquet, selected.jsonl, manifest.json there; stages are cached in
             ``cache_dir`` (default ``out_dir/cache``; none when both are None).
     """
