@@ -106,3 +106,15 @@ def write_selection(
     manifest["command"] = sys.argv
     write_json(paths["manifest"], manifest)
     return paths
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or a clear error if matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: `pip install matplotlib` (or `tunesift[plot]`)") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt

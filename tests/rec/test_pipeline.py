@@ -158,8 +158,10 @@ def test_cli_end_to_end(tmp_path, lm_path, capsys):
     assert sum(table["selected"]) == 5 and max(table["stratum"]) <= 3
     rows = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {"user", "prompt", "response"} <= set(rows[0])
+    assert (out / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # same command, other method, reusing the cached surrogate
-    assert main([*args[:6], str(out / "ccs"), *args[7:], "--method", "ccs"]) == 0
+    assert main([*args[:6], str(out / "ccs"), *args[7:], "--method", "ccs", "--no-plot"]) == 0
+    assert not (out / "ccs" / "selection.png").exists()
     # bad input: a clear error, exit code 2
     assert main(["dealrec", "--data", str(folder), "--budget", "99", "--out", str(out), "--method", "random",
                  "--no-progress"]) == 2

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from tunesift.io.atomic import atomic_write, write_json
+from tunesift.output import pyplot
 
 # ---------------------------------------------------------------------------------------------------
 # Time and peak memory
@@ -366,21 +367,10 @@ def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any
 # ---------------------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("plots need matplotlib: `pip install matplotlib` (or `tunesift[plot]`)") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_bars(path: str | os.PathLike, rows: Sequence[SummaryRow], metrics: Sequence[str], group_key: str,
               title: str = "", labels: Mapping[str, str] | None = None) -> Path:
     """Grouped bar chart (one cluster per metric, one bar per group) with std error bars, as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = labels or {}
     path = Path(path)
     n_groups, n_metrics = len(rows), len(metrics)
@@ -409,7 +399,7 @@ def plot_lines(path: str | os.PathLike, rows: Sequence[SummaryRow], x: str, metr
                title: str = "", xlabel: str | None = None, ylabel: str | None = None,
                log_x: bool = False) -> Path:
     """One line per ``series`` value of ``metric`` (mean, std band) against the group field ``x``."""
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(path)
     by_series: dict[Any, list[SummaryRow]] = {}
     for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from tunesift.cli import add_threads_argument, apply_threads
 
@@ -71,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title-field", default="title", help="table: title column (default: title)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     add_threads_argument(p)
+    p.add_argument("--no-plot", action="store_true", help="do not draw OUT/selection.png (what was picked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     seen: set[str] = set()
@@ -104,6 +106,15 @@ def run(args: argparse.Namespace) -> int:
     result = select_samples(data, args.budget, method=method, seed=args.seed, out_dir=args.out,
                             settings=PipelineSettings(**pipe), device=args.device, progress=not args.no_progress,
                             max_users=args.max_users)
+    if not args.no_plot:
+        try:
+            from tunesift.rec.plot import plot_selection
+
+            result.paths["plot"] = plot_selection(result.paths["scores"], Path(args.out) / "selection.png",
+                                                  title=f"{args.method} on {data.name}: {args.budget:,} of "
+                                                  f"{len(result.pool):,} candidate users")
+        except ImportError as e:
+            log.info("no selection.png: %s", e)
     t = result.manifest["timings_s"]
     log.info("selected %d of %d users with %s in %.1f s (%s); wrote %s", args.budget, len(result.pool), args.method,
              t.get("total", 0.0), ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total"),
@@ -112,7 +123,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _looks_like_folder(path: str) -> bool:
-    from pathlib import Path
-
     p = Path(path)
     return p.is_dir() or p.suffix == ".inter"
