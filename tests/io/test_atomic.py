@@ -25,3 +25,10 @@ def test_writers_roundtrip(tmp_path):
     write_parquet(tmp_path / "t.parquet", {"id": ["a", "b"], "score": np.array([1.0, 2.0])})
     t = pq.read_table(tmp_path / "t.parquet").to_pydict()
     assert t == {"id": ["a", "b"], "score": [1.0, 2.0]}
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    from tunesift.io import atomic
+
+    write_json(tmp_path / "m.json", {"a": 1})
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK  # 0644 under umask 022
