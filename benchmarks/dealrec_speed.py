@@ -193,6 +193,15 @@ def run_effort(args, data) -> list[dict]:
           f"LoRA dropout {'on' if args.dropout else 'off'}; ours: batch {args.batch_size}, "
           f"shared prefix {'off' if args.no_share_prefix else 'auto'}, {args.dtype}; reference {reference_dtype}")
 
+    # Warm-up, untimed: the first calls pay for allocations and kernel set-up (seen: ~15 s of ours' first
+    # 16-sample chunk), which would otherwise land on whichever side runs first.
+    warm = slice(0, min(args.batch_size, len(samples)))
+    effort_scores(model, tokenizer, prompts[warm], responses=responses[warm], batch_size=args.batch_size,
+                  dropout=args.dropout, seed=args.seed, max_length=args.max_tokens,
+                  share_prefix=False if args.no_share_prefix else None, progress=False)
+    for mode in args.reference:
+        reference_effort(reference_model, tokenizer, prompts[warm], responses[warm], names, mode, args.max_tokens,
+                         args.dropout)
     rows = []
     for mode in args.reference:
         ours_clock, reference_clock = Clock(), Clock()
