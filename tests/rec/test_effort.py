@@ -262,9 +262,14 @@ def test_length_batches_cover_every_sample_within_the_budgets():
         size = b.stop - b.start
         assert 1 <= size <= 4
         assert size == 1 or size * lengths[b.start] <= 800
-    assert [b.stop - b.start for b in batches] == [1, 2, 2, 4, 3]
+    assert [b.stop - b.start for b in batches] == [1, 2, 1, 3, 4, 1]
+    for b in batches:  # no sample shorter than 3/4 of its batch's longest
+        assert lengths[b.stop - 1] >= 0.75 * lengths[b.start]
+    assert [b.stop - b.start for b in length_batches(lengths, 4, 800, min_fill=0)] == [1, 2, 2, 4, 3]
     default = length_batches(lengths, batch_size=4)  # budget 4 x median (185)
     assert all((b.stop - b.start) * lengths[b.start] <= 4 * 185 or b.stop - b.start == 1 for b in default)
+    with pytest.raises(ValueError, match="min_fill"):
+        length_batches(lengths, 4, min_fill=1.5)
     assert length_batches([], 4) == []
     with pytest.raises(ValueError, match="sorted"):
         length_batches([1, 2], 4)

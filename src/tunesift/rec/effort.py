@@ -148,20 +148,28 @@ def pad_batch(samples: Sequence[TokenizedSample], pad_id: int, padding_side: str
     return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[slice]:
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None,
+                   min_fill: float = 0.75) -> list[slice]:
     """Cut samples sorted longest first into batches of at most ``batch_size`` samples and (padded to their
     first, longest sample) at most ``max_tokens`` tokens; a sample longer than that is a batch alone.
 
-    ``max_tokens`` defaults to ``batch_size`` x the median length. Returns slices into the sorted order.
+    ``max_tokens`` defaults to ``batch_size`` x the median length. A batch also ends before a sample
+    shorter than ``min_fill`` x its first one, so a long tail of lengths does not pay for padding (in a
+    sorted run of thousands of samples neighbours differ by a token or two and this never triggers).
+    Returns slices into the sorted order.
     """
     if any(a < b for a, b in zip(lengths, lengths[1:])):
         raise ValueError("`lengths` must be sorted longest first")
+    if not 0.0 <= min_fill <= 1.0:
+        raise ValueError(f"`min_fill` must be in [0, 1], got {min_fill}")
     if max_tokens is None:
         max_tokens = batch_size * int(np.median(lengths)) if len(lengths) else 0
     batches, start = [], 0
     while start < len(lengths):
-        size = max(1, min(batch_size, max_tokens // max(lengths[start], 1)))
-        batches.append(slice(start, min(start + size, len(lengths))))
+        size = max(1, min(batch_size, max_tokens // max(lengths[start], 1), len(lengths) - start))
+        while size > 1 and lengths[start + size - 1] < min_fill * lengths[start]:
+            size -= 1
+        batches.append(slice(start, start + size))
         start += size
     return batches
 
