@@ -46,7 +46,7 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="runs per method, seeds 0..N-1 (default: 3)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--scale", default="tiny", choices=list(SCALES),
-                   help="tiny: tiny model, ~1 min; cpu: SmolLM2 on a user subsample, ~1.5 h on 2 cores; "
+                   help="tiny: tiny model, ~1 min; cpu: SmolLM2 on a user subsample, ~2.3 h on one core; "
                    "gpu: the paper's protocol on all users (default: tiny)")
     p.add_argument("--llm", default=None, help="local Hugging Face causal LM folder (default: the scale's)")
     p.add_argument("--n-users", type=int, default=None, help="pool size: users sampled for selection (scale's)")

@@ -121,7 +121,8 @@ SCALES: dict[str, Scale] = {
                   finetune_lr=3e-3, finetune_batch_size=16, max_length=32,
                   threads=1,  # models this small only lose time to thread synchronisation
                   head_warmup_steps=40, head_warmup_lr=3e-3, head_warmup_texts=640),
-    # MiniLM on subsamples: 18 runs of 2-5 minutes per task on one CPU core (2 seeds). The classifier's
+    # MiniLM on subsamples: 18 runs per task (2 seeds), 4-13 minutes each with two single-thread jobs on 2
+    # cores (ChemProt, SciCite: 2.3-2.4 h of runs per task). The classifier's
     # new head needs ~100 steps at lr 3e-4 before it stops predicting the majority class on 300 ChemProt
     # labels (with 5 epochs at 1e-4 every run scored the majority baseline; at 5e-4 or more it never left it)
     "cpu": Scale("cpu", model="minilm", embedder="minilm", task=None, pool=None, budgets=(500, 2000),
@@ -755,8 +756,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "ag_news, synthetic) or a folder / train file of train, dev, test JSONL with text,label")
     p.add_argument("--out", required=True, help="bench folder (reuse it to resume)")
     p.add_argument("--scale", default="tiny", choices=list(SCALES),
-                   help="tiny: a tiny BERT on a synthetic task, ~1 min; cpu: MiniLM on subsamples, ~1 h per task on "
-                   "2 cores; gpu: full test sets, 5K labels, larger budgets (default: tiny)")
+                   help="tiny: a tiny BERT on a synthetic task, ~1 min; cpu: MiniLM on subsamples, ~2.4 h per task "
+                   "on one core; gpu: full test sets, 5K labels, larger budgets (default: tiny)")
     p.add_argument("--methods", default=None, help="comma-separated pool methods and/or 'none' "
                    "(default: gotd,dsir,knn,random,none)")
     p.add_argument("--budgets", default=None,

@@ -11,8 +11,8 @@ Three scales:
 - ``tiny``: a 2-layer, 32-wide Llama with a BPE tokenizer trained on the data, built offline in
   ``<out>/tiny-llm``; a few dozen users; every stage shortened. Finishes in about a minute (for CI).
 - ``cpu``: SmolLM2-135M-Instruct on a seeded subsample of 128 pool users and 128 test users, budget 16,
-  32 fine-tuning steps on the response tokens, 2 beams (see :data:`SCALES`); about 1.5 h on 2 CPU cores
-  with the default 6 methods x 3 seeds (plus ~6 min, once, to embed the 17k titles).
+  32 fine-tuning steps on the response tokens, 2 beams (see :data:`SCALES`); 2.3 h of runs on one CPU
+  core (another job on the second) with the default 6 methods x 3 seeds (plus ~6 min, once, to embed the 17k titles).
 - ``gpu``: the paper's protocol on all users: budget 1024, LoRA r=8 on q/v, lr 1e-4, effective batch 128,
   up to 50 epochs with early stopping (patience 5), 4 beams, 128 new tokens, K = 10, 20.
 
@@ -126,8 +126,8 @@ SCALES: dict[str, RecScale] = {
     # game, so every method scored the same). With so few steps the learning rate is higher than the
     # paper's and the loss covers the response only (the model must learn to answer with one title and
     # stop); 2 beams halve the cost of generation (HF beam search runs the prompt once per beam); 128 test
-    # users (one hit moves Recall@K by about 1/128 of a user's share). About 5 minutes per run on one
-    # AVX-512 core (fine-tuning ~2.5, generation ~2.5), so ~1.5 h for 6 methods x 3 seeds.
+    # users (one hit moves Recall@K by about 1/128 of a user's share). 5-8 minutes per run on one AVX-512
+    # core with another job on the second (fine-tuning ~3-4, generation ~3-4), 2.3 h for 6 methods x 3 seeds.
     "cpu": RecScale(
         name="cpu", n_users=128, n_test_users=128, budget=16, llm=None, max_tokens=256, max_val=8,
         train=LoraTrainSettings(learning_rate=1e-3, epochs=8, batch_size=4, micro_batch_size=4, warmup_steps=2,

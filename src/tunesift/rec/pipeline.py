@@ -229,8 +229,8 @@ class RecContext:
         self._samples: list[Sample] | None = None
         self._tokenizer: Any = ...
         self._pool_hash = hashlib.sha256(np.asarray(pool, dtype=np.int64).tobytes()).hexdigest()
-        self._data_key = _key(fingerprint=data.fingerprint, n_users=data.n_users, n_items=data.n_items,
-                              pool=self._pool_hash)
+        self._dataset = dict(fingerprint=data.fingerprint, n_users=data.n_users, n_items=data.n_items)
+        self._data_key = _key(**self._dataset, pool=self._pool_hash)
 
     # ---------------------------------------------------------------------------------------- SASRec
 
@@ -245,8 +245,7 @@ class RecContext:
         """The surrogate trains on every user, so its key leaves the candidates out: runs on other
         candidate subsets (``max_users``) of the same data reuse it."""
         s = self.settings
-        data = _key(fingerprint=self.data.fingerprint, n_users=self.data.n_users, n_items=self.data.n_items)
-        return _key(data=data, config=asdict(s.sasrec_config(self.data.n_items)),
+        return _key(data=_key(**self._dataset), config=asdict(s.sasrec_config(self.data.n_items)),
                     train=asdict(s.train_settings(self.seed)))
 
     def surrogate(self):

@@ -17,11 +17,7 @@ import numpy as np
 
 from tunesift.io.atomic import atomic_write
 from tunesift.output import pyplot
-
-
-def _minmax(x: np.ndarray) -> np.ndarray:
-    span = x.max() - x.min()
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+from tunesift.rec.select import min_max_normalize
 
 
 def read_scores(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -66,8 +62,8 @@ def plot_selection(scores: Mapping[str, np.ndarray] | str | os.PathLike, path: s
     axes = axes[0]
     if scatter:
         ax = axes[0]
-        x = _minmax(np.asarray(columns["influence"], dtype=np.float64))
-        y = _minmax(np.asarray(columns["effort"], dtype=np.float64))
+        x = min_max_normalize(columns["influence"])
+        y = min_max_normalize(columns["effort"])
         rest = ~picked & ~pruned
         ax.scatter(x[rest], y[rest], s=4, c="0.7", lw=0, label=f"not picked ({rest.sum():,})")
         if pruned.any():
