@@ -208,9 +208,9 @@ def run_effort(args, data) -> list[dict]:
             shared = _common_prefix_length(part) - 1 if len(part) > 1 else 0
             ours_tokens += sum(len(t.input_ids) for t in part) - (len(part) - 1) * max(shared, 0)
     ceiling = reference_tokens / ours_tokens
-    print(f"tokens through the model: reference {reference_tokens}, ours {ours_tokens} (shared prefix once per "
-          f"{chunk}-sample call): {ceiling:.2f}x fewer, the most batching can gain where matrix products bound "
-          "the time (a CPU)")
+    how = "no shared prefix" if args.no_share_prefix else f"shared prefix once per {chunk}-sample call"
+    print(f"tokens through the model: reference {reference_tokens}, ours {ours_tokens} ({how}): "
+          f"{ceiling:.2f}x fewer, about the most batching can gain where matrix products bound the time (a CPU)")
 
     # Warm-up, untimed: the first calls pay for allocations and kernel set-up (seen: ~15 s of ours' first
     # 16-sample chunk), which would otherwise land on whichever side runs first.
