@@ -171,7 +171,7 @@ def reference_effort(model, tokenizer, prompts, responses, names, mode: str, max
 def run_effort(args, data) -> list[dict]:
     import torch
 
-    from tunesift.rec.effort import _common_prefix_length, default_effort_parameters, effort_scores, tokenize_samples
+    from tunesift.rec.effort import default_effort_parameters, effort_scores, shared_prefix_length, tokenize_samples
     from tunesift.rec.llm import load_causal_lm
     from tunesift.rec.prompts import build_samples
 
@@ -202,11 +202,9 @@ def run_effort(args, data) -> list[dict]:
     reference_tokens = sum(len(t.input_ids) for t in tokenized)
     ours_tokens = reference_tokens
     if not args.no_share_prefix:
-        ours_tokens = 0
         for start in range(0, len(tokenized), chunk):
             part = tokenized[start : start + chunk]
-            shared = _common_prefix_length(part) - 1 if len(part) > 1 else 0
-            ours_tokens += sum(len(t.input_ids) for t in part) - (len(part) - 1) * max(shared, 0)
+            ours_tokens -= (len(part) - 1) * shared_prefix_length(part)
     ceiling = reference_tokens / ours_tokens
     how = "no shared prefix" if args.no_share_prefix else f"shared prefix once per {chunk}-sample call"
     print(f"tokens through the model: reference {reference_tokens}, ours {ours_tokens} ({how}): "

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from tunesift.rec.effort import (
+    TokenizedSample,
+    shared_prefix_length,
     IGNORE_INDEX,
     _linear_squared_norms,
     default_effort_parameters,
@@ -273,3 +275,18 @@ def test_length_batches_cover_every_sample_within_the_budgets():
     assert length_batches([], 4) == []
     with pytest.raises(ValueError, match="sorted"):
         length_batches([1, 2], 4)
+
+
+def test_shared_prefix_length_is_the_common_prefix_less_one_token():
+    def sample(ids):
+        return TokenizedSample(list(ids), list(ids))
+
+    common = list(range(100, 120))  # 20 common tokens
+    samples = [sample(common + [1, 2]), sample(common + [3]), sample(common + [4, 5, 6])]
+    assert shared_prefix_length(samples) == 19  # the 20th token's label is still the same for all
+    assert shared_prefix_length(samples[:1]) == 0  # nothing to share
+    assert shared_prefix_length(samples, min_prefix=20) == 0
+    assert shared_prefix_length([sample(common + [1]), sample(common[:5] + [9] + common[6:])]) == 0  # 4 < 16
+    assert shared_prefix_length([sample(common + [1]), sample(common[:5] + [9] + common[6:])], min_prefix=1) == 4
+    labels_differ = [sample(common + [1]), TokenizedSample(common + [2], [IGNORE_INDEX] * 10 + common[10:] + [2])]
+    assert shared_prefix_length(labels_differ, min_prefix=1) == 0  # the labels must agree too

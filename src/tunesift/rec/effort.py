@@ -376,6 +376,15 @@ def _common_prefix_length(samples: Sequence[TokenizedSample]) -> int:
     return length
 
 
+def shared_prefix_length(samples: Sequence[TokenizedSample], min_prefix: int = 16) -> int:
+    """Tokens that ``effort_scores`` runs once for all ``samples``: their common prefix less its last token
+    (whose label still belongs to the common loss); 0 for one sample or a prefix under ``min_prefix``."""
+    if len(samples) < 2:
+        return 0
+    length = _common_prefix_length(samples) - 1
+    return length if length >= max(min_prefix, 1) else 0
+
+
 def shared_prefix_supported(model: nn.Module, parameter_names: Sequence[str]) -> str | None:
     """``None`` when the shared-prefix path applies to these parameters, else the reason it does not."""
     config = getattr(model, "config", None)
@@ -588,11 +597,9 @@ def effort_scores(
         # the per-sample backward through the prefix pass would cost about what sharing saves
         reason = "parameters in the first half of the decoder layers"
     prefix_length = 0
-    if share_prefix is not False and reason is None and not dropout and len(samples) > 1:
-        prefix_length = _common_prefix_length(samples) - 1  # the last common token's label stays common
-    use_prefix = prefix_length >= (max(min_prefix, 1) if share_prefix is None else 1)
-
-    cut = prefix_length if use_prefix else 0
+    if share_prefix is not False and reason is None and not dropout:
+        prefix_length = shared_prefix_length(samples, min_prefix if share_prefix is None else 1)
+    use_prefix = prefix_length > 0
     order = np.argsort([-len(s.input_ids) for s in samples], kind="stable")  # longest first: little padding
     scores = np.empty(len(samples), dtype=np.float64)
     was_training = model.training
@@ -606,7 +613,7 @@ def effort_scores(
                 first_layer = _first_layer(names)
                 with _OnlySelectedTrainable(model, names):
                     prefix = _PrefixPass(model, samples[0], prefix_length, linear, first_layer, run_device)
-                rest = [TokenizedSample(s.input_ids[cut:], s.labels[cut:]) for s in samples]
+                rest = [TokenizedSample(s.input_ids[prefix_length:], s.labels[prefix_length:]) for s in samples]
             run = rest if use_prefix else samples
             for index in length_batches([len(run[i].input_ids) for i in order], batch_size, max_batch_tokens):
                 index = order[index]
