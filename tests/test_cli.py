@@ -52,8 +52,8 @@ def test_gotd_command_writes_the_three_files(files, method):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--budget", "41"], "budget 41 is larger than the pool"),
-        (["--budget", "0"], "budget must be at least 1"),
+        (["--budget", "41"], "budget must be in 1..40 (40 rows in the pool"),
+        (["--budget", "0"], "budget must be in 1..40"),
         (["--budget", "3", "--text-field", "body"], "no field 'body'"),
         (["--budget", "3", "--pool-embeddings", "WRONG"], "pool embeddings for 40"),
         (["--budget", "3", "--threads", "0"], "--threads must be at least 1, got 0"),

@@ -53,6 +53,20 @@ class Timer:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
 
 
+def check_budget(budget: Any, n: int, what: str) -> int:
+    """``budget`` as an int in 1..n, or a clear error naming ``what`` the n candidates are.
+
+    Shared by every selection command (pool and rec methods), so all say the same thing.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an integer, got {budget!r}")
+    if n < 1:
+        raise ValueError(f"there are no {what} to select from")
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be in 1..{n} ({n} {what}), got {budget}")
+    return int(budget)
+
+
 def write_selection(
     out_dir: str | Path,
     ids: Sequence[Any],

@@ -49,7 +49,9 @@ class Registry(Generic[T]):
 class Method:
     """Base of registered methods: settings are dataclass fields; ``cli_options`` maps fields to flags.
 
-    Flags are shared across the methods of one command, so each is added once (``seen``).
+    Methods of one command may share a flag (``--strata`` of dealrec and ccs); its value reaches only
+    the method that is run, and a flag of a method that is not run is refused
+    (:class:`tunesift.settings.FlagTable`).
     """
 
     name: ClassVar[str] = ""
@@ -60,25 +62,34 @@ class Method:
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
 
     @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup, seen: set[str]) -> None:
+    def flags(cls) -> list:
+        """The method's flags (:class:`tunesift.settings.Flag`), owned by its registered name."""
+        from tunesift.settings import Flag
+
+        out = []
         for fname, (flag, help_) in cls.cli_options.items():
-            if flag in seen:
-                continue
-            seen.add(flag)
             field_ = cls.__dataclass_fields__[fname]
             default = field_.default
-            if isinstance(default, bool):
-                group.add_argument(flag, dest=fname, action=argparse.BooleanOptionalAction, default=None, help=help_)
-                continue
             annotation = field_.type if isinstance(field_.type, str) else getattr(field_.type, "__name__", "")
-            typ = next((t for t in (float, int) if annotation.split("|")[0].strip() == t.__name__),
-                       type(default) if default is not None else str)
-            group.add_argument(flag, dest=fname, type=typ, default=None, help=f"{help_} (default: {default})")
+            kind = "bool" if isinstance(default, bool) else next(
+                (t for t in ("float", "int") if annotation.split("|")[0].strip() == t),
+                type(default).__name__ if default is not None else "str")
+            out.append(Flag(owner=cls.name, path=(fname,), flag=flag, help=help_, kind=kind, default=default,
+                            choices=None))
+        return out
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace):
-        kw = {f: getattr(args, f) for f in cls.cli_options if getattr(args, f, None) is not None}
-        return cls(**kw)
+    def add_flags(cls, parser: argparse.ArgumentParser, table: Any, registry: "Registry") -> None:
+        """Add the flags of every method of ``registry`` to ``parser``, one group per method."""
+        for name in registry:
+            method = registry.get(name)
+            if method.cli_options:
+                table.add(parser.add_argument_group(f"{name} options"), method.flags(), shared=True)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, table: Any):
+        """The method configured from the flags given for it (``table``: the parser's FlagTable)."""
+        return cls(**table.values(args, cls.name))
 
 
 # Methods that rank a text pool against a target (GOT-D and its baselines): tunesift.pool

@@ -67,15 +67,16 @@ def test_resume_after_a_crash_redoes_nothing_finished(games, tiny_llm, tmp_path,
         calls["select"] += 1
         return real_select(self, method, seed)
 
-    def crashing_finetune(self, selected, seed, full):
+    def crashing_finetune(self, selected, seed, full, folder):
         calls["finetune"] += 1
         if calls["finetune"] == 3:
             raise RuntimeError("power cut")
-        return real_finetune(self, selected, seed, full)
+        return real_finetune(self, selected, seed, full, folder)
 
     monkeypatch.setattr(RecBench, "select", counting_select)
     monkeypatch.setattr(RecBench, "finetune", crashing_finetune)
-    kw = dict(methods=["random", "full"], seeds=[0, 1], scale="tiny", llm=tiny_llm, device="cpu", progress=False)
+    kw = dict(methods=["random", "full"], seeds=[0, 1], scale=scale_with("tiny", settings={"llm": str(tiny_llm)}),
+              device="cpu", progress=False)
     with pytest.raises(RuntimeError, match="power cut"):
         run_rec_bench(games, out, **kw)
     done = sorted(p.parent.name for p in (out / "runs").glob("*/result.json"))
@@ -109,8 +110,10 @@ def test_methods_and_scales_are_checked(games, tmp_path):
         check_methods(["random", "bogus"])
     with pytest.raises(ValueError, match="twice"):
         check_methods(["random", "random"])
-    s = scale_with("cpu", n_users=64, epochs=7)
-    assert s.n_users == 64 and s.train.epochs == 7 and s.name == "cpu"
+    s = scale_with("cpu", n_users=64, settings={"fit": {"train": {"epochs": 7}}}, stages={"lissa_depth": 9})
+    assert s.n_users == 64 and s.backbone.fit.train.epochs == 7 and s.name == "cpu" and s.stages["lissa_depth"] == 9
+    with pytest.raises(ValueError, match="unknown setting 'epochs'"):
+        scale_with("cpu", settings={"epochs": 7})
     with pytest.raises(ValueError, match="n_test_users"):
         scale_with("tiny", n_test_users=0)
     with pytest.raises(ValueError, match="larger than the pool"):

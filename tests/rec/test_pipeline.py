@@ -33,7 +33,7 @@ def test_every_method_picks_exactly_budget(method, data, lm_path, tmp_path):
                             progress=False, **FAST)
     assert len(result.users) == 6 and len(set(result.users)) == 6
     assert result.pool.tolist() == list(range(24))  # every tiny user has a training item
-    assert [s.user for s in result.samples] == result.users
+    assert [r["user"] for r in result.rows] == result.users
     assert [data.users[i] for i in result.indices] == result.users
     n = result.pool.size
     assert result.ranking.scores.shape == (n,)
@@ -42,14 +42,14 @@ def test_every_method_picks_exactly_budget(method, data, lm_path, tmp_path):
     assert sum(table["selected"]) == 6 and sorted(table["rank"]) == list(range(1, n + 1))
     chosen = {i for i, sel in zip(table["id"], table["selected"]) if sel}
     assert chosen == set(result.users)
-    uses_llm = REC_METHODS.get(method).uses_llm
-    assert np.isfinite(table["effort"]).all() == uses_llm
+    uses_effort = REC_METHODS.get(method).uses_effort
+    assert np.isfinite(table["effort"]).all() == uses_effort
     rows = [json.loads(x) for x in (tmp_path / "selected.jsonl").read_text().splitlines()]
     assert [r["user"] for r in rows] == result.users
     assert all(r["prompt"].endswith("### Response:\n") and r["response"] for r in rows)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["method"] == method and manifest["seed"] == 1 and "total" in manifest["timings_s"]
-    if method != "random":
+    if method not in ("random", "dealrec-no-influence"):  # every other method reads the surrogate
         assert "surrogate" in manifest["timings_s"]
 
 
@@ -124,16 +124,19 @@ def test_api_errors(data):
 
 def test_llm_dtype_reaches_the_model_and_stays_close_to_float32(data, lm_path, tmp_path):
     """bfloat16 effort: the LLM really runs in bf16 (own cache entry), scores close to float32's."""
-    from tunesift.rec.pipeline import PipelineSettings, RecContext, StageCache
     from tunesift.output import Timer
+    from tunesift.rec.bigrec import BigRec
+    from tunesift.rec.pipeline import RecContext, RecSettings
+    from tunesift.rec.stages import StageCache
 
     efforts = {}
     for dtype in ("float32", "bfloat16"):
-        settings = PipelineSettings(**{**FAST, "llm": lm_path, "llm_dtype": dtype})
-        ctx = RecContext(data, np.arange(24), 4, 0, settings, StageCache(tmp_path / "cache"), Timer(), "cpu",
-                         progress=False)
+        settings = RecSettings.from_flat("bigrec", **{**FAST, "llm": lm_path, "llm_dtype": dtype})
+        backbone = BigRec(settings.backbone, device="cpu", progress=False)
+        ctx = RecContext(data, np.arange(24), 4, 0, settings, backbone, StageCache(tmp_path / "cache"), Timer(),
+                         "cpu", progress=False)
         efforts[dtype] = ctx.effort()
-        model, _ = ctx.llm()
+        model, _ = backbone.effort_model
         assert {p.dtype for n, p in model.named_parameters() if "lora" not in n} == {getattr(torch, dtype)}
         assert ctx.stage_info["effort"]["dtype"] == dtype and not ctx.stage_info["effort"]["cached"]
     assert not np.array_equal(efforts["float32"], efforts["bfloat16"])
@@ -152,15 +155,19 @@ def test_cli_end_to_end(tmp_path, lm_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method_settings"] == {"lam": 0.5, "strata": 4, "hard_prune": 0.1}
     assert manifest["data"]["counts"]["users"] == 24 and manifest["data"]["fingerprint"]
-    assert {"surrogate", "influence", "effort", "prompts", "select", "total"} <= set(manifest["timings_s"])
+    assert {"surrogate", "influence", "effort", "samples", "select", "total"} <= set(manifest["timings_s"])
     assert "converged" in manifest["stages"]["influence"]["lissa"]
     table = pq.read_table(out / "scores.parquet").to_pydict()
     assert sum(table["selected"]) == 5 and max(table["stratum"]) <= 3
     rows = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {"user", "prompt", "response"} <= set(rows[0])
     assert (out / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # same command, other method, reusing the cached surrogate
-    assert main([*args[:6], str(out / "ccs"), *args[7:], "--method", "ccs", "--no-plot"]) == 0
+    # same command, other method, reusing the cached surrogate; a flag of another method is refused
+    ccs = [*args[:6], str(out / "ccs"), *args[7:], "--method", "ccs", "--no-plot"]
+    assert main(ccs) == 2
+    assert "--lambda applies to dealrec" in capsys.readouterr().err
+    i = ccs.index("--lambda")
+    assert main(ccs[:i] + ccs[i + 2:]) == 0
     assert not (out / "ccs" / "selection.png").exists()
     # bad input: a clear error, exit code 2
     assert main(["dealrec", "--data", str(folder), "--budget", "99", "--out", str(out), "--method", "random",

@@ -29,47 +29,58 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def register_rec(bench_sub: argparse._SubParsersAction) -> None:
-    from tunesift.bench.rec import DEFAULT_METHODS, SCALES
+    from tunesift.bench.rec import DEFAULT_METHODS
+    from tunesift.rec.backbone import REC_BACKBONES
+    from tunesift.rec.cli import add_rec_flags
 
+    import tunesift.rec  # noqa: F401  (registers the backbones)
+
+    scales: dict[str, list[str]] = {}
+    for name in REC_BACKBONES:
+        for scale, spec in REC_BACKBONES.get(name).scales.items():
+            scales.setdefault(scale, []).append(f"{name}: {spec.note}" if spec.note else name)
     p = bench_sub.add_parser(
-        "rec", help="DEALRec vs random/GraNd/EL2N/CCS/full fine-tuning, BIGRec protocol (Recall/NDCG@K)",
+        "rec", help="DEALRec vs random/GraNd/EL2N/CCS/ablations/full training on a backbone (Recall/NDCG@K)",
         description="For each method and seed: select --budget users (DEALRec's pipeline; `full` = every user "
-        "of the pool), LoRA-fine-tune the LLM on their BIGRec samples, generate a title per test user with beam "
-        "search, ground it to items and score Recall@K / NDCG@K over all items. Writes results.md, results.csv, "
-        "results.json (mean and std over seeds; time and peak memory per stage) and results.png to --out.",
+        "of the pool), train the backbone (BIGRec: LoRA fine-tuning of an LLM; TIGER: a seq2seq model over "
+        "semantic IDs, from scratch) on their samples, rank all items for every test user and score "
+        "Recall@K / NDCG@K. Writes results.md, results.csv, results.json (mean and std over seeds, paired "
+        "bootstrap comparisons to random and full, time and peak memory per stage) and results.png to --out.",
     )
     p.add_argument("--data", required=True, help="DEALRec folder, RecBole files or an interaction table")
     p.add_argument("--out", required=True, help="bench folder (reuse it to resume)")
+    p.add_argument("--backbone", default="bigrec", choices=REC_BACKBONES.names(), help="the recommender (default: bigrec)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
+                   help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; also dealrec-no-effort, "
+                   "dealrec-no-influence, greedy: the paper's ablations)")
     p.add_argument("--budget", type=int, default=None, help="users selected per run (default: the scale's)")
     p.add_argument("--seeds", type=int, default=3, help="runs per method, seeds 0..N-1 (default: 3)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--scale", default="tiny", choices=list(SCALES),
-                   help="tiny: tiny model, ~1 min; cpu: SmolLM2 on a user subsample, ~2.3 h on one core; "
-                   "gpu: the paper's protocol on all users (default: tiny)")
-    p.add_argument("--llm", default=None, help="local Hugging Face causal LM folder (default: the scale's)")
+    p.add_argument("--scale", default="tiny", choices=list(scales),
+                   help="; ".join(f"{k}: " + " | ".join(v) for k, v in scales.items()) + " (default: tiny)")
     p.add_argument("--n-users", type=int, default=None, help="pool size: users sampled for selection (scale's)")
     p.add_argument("--n-test-users", type=int, default=None, help="test users sampled (scale's)")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (scale's)")
     p.add_argument("--format", default=None, help="data format: dealrec, recbole or table (default: detected)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     add_threads_argument(p)
     p.add_argument("--cache-dir", default=None, help="item-embedding and selection caches (default: OUT/cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=run_rec)
+    table = add_rec_flags(p, bench=True, methods=False)
+    p.set_defaults(func=run_rec, _flags=table)
 
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this bench (explicit options only)."""
-    parts = ["tunesift", "bench", "rec", "--data", args.data, "--methods", args.methods, "--seeds", str(args.seeds),
-             "--scale", args.scale, "--out", args.out]
-    for flag, value in (("--budget", args.budget), ("--first-seed", args.first_seed or None), ("--llm", args.llm),
+    parts = ["tunesift", "bench", "rec", "--data", args.data, "--backbone", args.backbone, "--methods", args.methods,
+             "--seeds", str(args.seeds), "--scale", args.scale, "--out", args.out]
+    for flag, value in (("--budget", args.budget), ("--first-seed", args.first_seed or None),
                         ("--n-users", args.n_users), ("--n-test-users", args.n_test_users),
-                        ("--epochs", args.epochs), ("--format", args.format), ("--threads", args.threads)):
+                        ("--format", args.format), ("--threads", args.threads)):
         if value is not None:
             parts += [flag, str(value)]
+    for flag, value in args._flags.given(args):
+        parts += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
     if args.device != "auto":
         parts += ["--device", args.device]
     return shlex.join(parts)
@@ -77,17 +88,21 @@ def _command(args: argparse.Namespace) -> str:
 
 def run_rec(args: argparse.Namespace) -> int:
     from tunesift.bench.rec import run_rec_bench, scale_with
+    from tunesift.rec.pipeline import STAGE_SETTINGS
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     apply_threads(args)
-    scale = scale_with(args.scale, n_users=args.n_users, n_test_users=args.n_test_users, epochs=args.epochs)
+    table = args._flags
+    table.check_unused(args, [*STAGE_SETTINGS, args.backbone])
+    stages = {k: v for name in STAGE_SETTINGS for k, v in table.values(args, name).items()}
+    scale = scale_with(args.scale, args.backbone, stages=stages, settings=table.values(args, args.backbone),
+                       n_users=args.n_users, n_test_users=args.n_test_users)
     result = run_rec_bench(
         args.data, args.out, methods=args.methods.split(","),
-        seeds=range(args.first_seed, args.first_seed + args.seeds), scale=scale, budget=args.budget,
-        llm=args.llm, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
-        command=_command(args),
-        format=args.format,
+        seeds=range(args.first_seed, args.first_seed + args.seeds), scale=scale, backbone=args.backbone,
+        budget=args.budget, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
+        command=_command(args), format=args.format,
     )
     log.info("%d runs (%d computed now); wrote %s", len(result.records), len(result.ran),
              ", ".join(str(p) for p in result.files.values()))

@@ -330,7 +330,8 @@ class ResultFiles:
 def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any]], group_by: Sequence[str],
                   metrics: Sequence[str], title: str, settings: Mapping[str, Any] | None = None,
                   order: Sequence[Any] | None = None, cost_metrics: Sequence[str] = (),
-                  notes: str = "", labels: Mapping[str, str] | None = None, digits: int = 4) -> ResultFiles:
+                  notes: str = "", labels: Mapping[str, str] | None = None, digits: int = 4,
+                  appendix: str = "", extra_json: Mapping[str, Any] | None = None) -> ResultFiles:
     """Write ``results.md``, ``results.csv`` (one line per group: mean and std of each metric),
     ``results.json`` (settings, summary and every run's record) and ``runs.csv`` (one line per run).
 
@@ -338,6 +339,8 @@ def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any
         metrics: quality metrics (first table of results.md).
         cost_metrics: times and memory (second table of results.md); also averaged in csv/json.
         notes: Markdown placed under the title (the command, the protocol, caveats).
+        appendix: Markdown placed after the tables (e.g. paired comparisons).
+        extra_json: more entries for results.json (e.g. the paired comparisons' numbers).
     """
     out = Path(out_dir)
     all_metrics = list(metrics) + [m for m in cost_metrics if m not in metrics]
@@ -348,7 +351,7 @@ def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any
     write_csv(paths.runs_csv, list(records))
     write_json(paths.json, {"title": title, "settings": dict(settings or {}), "group_by": list(group_by),
                             "metrics": list(metrics), "cost_metrics": list(cost_metrics),
-                            "summary": [r.flat() for r in rows], "runs": list(records)})
+                            "summary": [r.flat() for r in rows], "runs": list(records), **dict(extra_json or {})})
     md = [f"# {title}\n"]
     if notes:
         md.append(notes.rstrip() + "\n")
@@ -357,6 +360,8 @@ def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any
     if cost_metrics:
         md.append("\n## Cost\n")
         md.append(markdown_table(rows, cost_metrics, 2, labels))
+    if appendix:
+        md.append(appendix.rstrip() + "\n")
     with atomic_write(paths.markdown) as f:
         f.write("\n".join(md))
     return paths

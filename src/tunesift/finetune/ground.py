@@ -179,3 +179,20 @@ def ground_and_score(generated_states, item_embeddings, truth: Sequence[Sequence
         ranks.extend(truth_ranks_from_distances(dist, truth[start : start + chunk_size], ties))
         tops.append(top_k_from_distances(dist, kmax).numpy())
     return Grounding(metrics=metrics_from_ranks(ranks, ks), top_items=np.concatenate(tops), truth_ranks=ranks)
+
+
+def top_items_by_distance(generated_states, item_embeddings, k: int, chunk_size: int = 256) -> np.ndarray:
+    """(n_users, min(k, n_items)) 0-based item columns nearest (L2) to each generation, ties by column.
+
+    The same order as :func:`ground_and_score`'s ``top_items``, without scoring against a ground truth.
+    """
+    import torch
+
+    gen = torch.as_tensor(np.asarray(generated_states, dtype=np.float32))
+    items = torch.as_tensor(np.asarray(item_embeddings, dtype=np.float32))
+    if gen.ndim != 2 or items.ndim != 2 or gen.shape[1] != items.shape[1]:
+        raise ValueError(f"generated_states {tuple(gen.shape)} and item_embeddings {tuple(items.shape)} "
+                         "must be (n_users, d) and (n_items, d) with the same d")
+    tops = [top_k_from_distances(torch.cdist(gen[s : s + chunk_size], items), k).numpy()
+            for s in range(0, gen.shape[0], chunk_size)]
+    return np.concatenate(tops) if tops else np.zeros((0, min(k, items.shape[0])), dtype=np.int64)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -67,6 +67,8 @@ class LoraTrainSettings:
     precision: str = "auto"
     max_steps: int | None = None
     seed: int = 0
+
+    cli_hidden: ClassVar[tuple[str, ...]] = ("seed",)  # set per run, not a flag
 
     def __post_init__(self):
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):

@@ -151,3 +151,36 @@ def top_k_from_distances(distances, k: int):
     dist = torch.as_tensor(distances)
     k = min(int(k), dist.shape[1])
     return torch.sort(dist, dim=1, stable=True).indices[:, :k]
+
+
+def metrics_from_top_k(top_items, truth: Sequence[Sequence[int]], ks: Sequence[int],
+                       n_items: int | None = None) -> RankingMetrics:
+    """Recall@K and NDCG@K from each user's top-K list (what a generative recommender returns).
+
+    Args:
+        top_items: (n_users, L) item ids, best first, with L >= max(ks) (or the whole catalogue); ids
+            outside the ground truth, or padding, simply do not hit. An id listed twice counts once.
+        truth: per user, the ground-truth item ids (the same id space); duplicates count once.
+        n_items: the catalogue size: lists that hold it whole may be shorter than max(ks).
+
+    Equal to :func:`metrics_from_ranks` on the full ranking whose first L items are ``top_items``.
+    """
+    ks = check_ks(ks)
+    top = np.asarray(top_items)
+    if top.ndim != 2 or top.shape[0] != len(truth):
+        raise ValueError(f"top_items must be (n_users, L) with n_users = len(truth) = {len(truth)}, "
+                         f"got shape {top.shape}")
+    depth = top.shape[1]
+    ranks = []
+    for u, row in enumerate(top):
+        items = sorted({int(i) for i in truth[u]})
+        if not items:
+            raise ValueError(f"user {u} has no ground-truth items")
+        first: dict[int, int] = {}
+        for pos, item in enumerate(row.tolist()):
+            first.setdefault(int(item), pos)
+        # an item outside the list ranks at `depth` or later: beyond every K the list can answer
+        ranks.append(np.array([first.get(i, depth + 10 ** 9) for i in items], dtype=np.int64))
+    if max(ks) > depth and (n_items is None or depth < n_items):
+        raise ValueError(f"top_items has {depth} items per user; it cannot answer K = {max(ks)}")
+    return metrics_from_ranks(ranks, ks)

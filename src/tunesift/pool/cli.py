@@ -41,12 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    seen: set[str] = set()
-    for name in POOL_METHODS:
-        cls = POOL_METHODS.get(name)
-        if cls.cli_options:
-            cls.add_arguments(p.add_argument_group(f"{name} options"), seen)
-    p.set_defaults(func=run)
+    from tunesift.registry import Method
+    from tunesift.settings import FlagTable
+
+    table = FlagTable()
+    Method.add_flags(p, table, POOL_METHODS)
+    p.set_defaults(func=run, _flags=table)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool")
     target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target")
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
-    method = POOL_METHODS.get(args.method).from_args(args)
+    args._flags.check_unused(args, [args.method])
+    method = POOL_METHODS.get(args.method).from_args(args, args._flags)
     result = select_from_pool(
         pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
         pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,

@@ -11,7 +11,7 @@ import numpy as np
 
 from tunesift.embed import HFEncoderEmbedder, cached_embed, default_cache_dir, load_precomputed, resolve_device
 from tunesift.io.tables import TextSet
-from tunesift.output import Timer, write_selection
+from tunesift.output import Timer, check_budget, write_selection
 from tunesift.pool.base import Context, PoolMethod, Ranking
 from tunesift.registry import POOL_METHODS
 
@@ -39,12 +39,7 @@ def _check_inputs(pool: TextSet, target: TextSet, budget: int) -> None:
         raise ValueError(f"{pool.path}: the pool is empty")
     if len(target) == 0:
         raise ValueError(f"{target.path}: the target is empty")
-    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool):
-        raise TypeError(f"budget must be an integer, got {budget!r}")
-    if budget < 1:
-        raise ValueError(f"budget must be at least 1, got {budget}")
-    if budget > len(pool):
-        raise ValueError(f"budget {budget} is larger than the pool ({len(pool)} rows in {pool.path})")
+    check_budget(budget, len(pool), f"rows in the pool {pool.path}")
 
 
 def select_from_pool(

@@ -1,16 +1,19 @@
 """DEALRec (Lin et al., SIGIR 2024) and its baselines: pick the users whose samples to fine-tune an LLM
 recommender on.
 
-Importing this package registers every method in ``tunesift.registry.REC_METHODS``. The entry point is
-:func:`select_samples`; the pieces (data loaders, prompts, SASRec, influence, effort, selection) are
-usable on their own.
+Importing this package registers every method in ``tunesift.registry.REC_METHODS`` and every backbone
+in ``tunesift.rec.backbone.REC_BACKBONES`` (``bigrec``, ``tiger``). The entry point is
+:func:`select_samples`; the pieces (data loaders, stages, backbones, selection) are usable on their own.
 """
 
+from tunesift.rec import bigrec as _bigrec  # noqa: F401  (registration)
 from tunesift.rec import methods as _methods  # noqa: F401  (registration)
+from tunesift.rec.backbone import REC_BACKBONES, Backbone, RecScale, Recommendations
 from tunesift.rec.data import RecData, load_rec_data
 from tunesift.rec.methods import RecMethod, RecRanking
-from tunesift.rec.pipeline import PipelineSettings, RecSelection, select_samples
+from tunesift.rec.pipeline import RecContext, RecSelection, RecSettings, select_samples
 from tunesift.rec.prompts import Sample, build_samples
 
-__all__ = ["PipelineSettings", "RecData", "RecMethod", "RecRanking", "RecSelection", "Sample",
-           "build_samples", "load_rec_data", "select_samples"]
+__all__ = ["REC_BACKBONES", "Backbone", "RecContext", "RecData", "RecMethod", "RecRanking", "RecScale",
+           "RecSelection", "RecSettings", "Recommendations", "Sample", "build_samples", "load_rec_data",
+           "select_samples"]

@@ -1,69 +1,77 @@
-"""`tunesift dealrec`: pick the users whose samples to fine-tune an LLM recommender on (DEALRec or a
-baseline) and write scores.parquet, selected.jsonl and manifest.json."""
+"""`tunesift dealrec`: pick the users whose samples to fine-tune a recommender on (DEALRec or a
+baseline, on the BIGRec or TIGER backbone) and write scores.parquet, selected.jsonl and manifest.json.
+
+Every flag comes from a settings dataclass (:mod:`tunesift.settings`): the methods', the stages'
+(:mod:`tunesift.rec.stages`) and each backbone's; a flag reaches only its owner.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from tunesift.cli import add_threads_argument, apply_threads
 
 log = logging.getLogger("tunesift")
 
-# PipelineSettings field -> (flag, type, help); defaults come from PipelineSettings
-_PIPELINE_FLAGS = {
-    "surrogate_epochs": ("--surrogate-epochs", int, "SASRec training epochs"),
-    "surrogate_batch_size": ("--surrogate-batch-size", int, "SASRec batch size"),
-    "surrogate_lr": ("--surrogate-lr", float, "SASRec learning rate (Adam)"),
-    "eval_every": ("--eval-every", int, "epochs between validations of the surrogate"),
-    "patience": ("--patience", int, "validations without improvement before stopping (0: never)"),
-    "metric_k": ("--metric-k", int, "best surrogate checkpoint by validation Recall@K"),
-    "early_epoch": ("--early-epoch", int, "surrogate snapshot used by grand/el2n/ccs"),
-    "hidden_size": ("--hidden-size", int, "SASRec hidden size"),
-    "max_len": ("--max-len", int, "SASRec history length"),
-    "influence_solver": ("--influence-solver", str, "lissa or exact (small parameter sets)"),
-    "lissa_depth": ("--lissa-depth", int, "LiSSA recursion steps"),
-    "lissa_damping": ("--lissa-damping", float, "LiSSA damping"),
-    "lissa_scale": ("--lissa-scale", float, "LiSSA scale (raise it if LiSSA diverges)"),
-    "lissa_batch_size": ("--lissa-batch-size", int, "samples per LiSSA Hessian-vector product"),
-    "lissa_repeats": ("--lissa-repeats", int, "independent LiSSA estimates averaged"),
-    "influence_scoring": ("--influence-scoring", str, "vmap (per-sample gradients) or jvp (forward mode)"),
-    "gradient_batch_size": ("--gradient-batch-size", int, "samples per batched per-sample-gradient call"),
-    "lora_r": ("--lora-r", int, "LoRA rank"),
-    "lora_alpha": ("--lora-alpha", int, "LoRA alpha"),
-    "lora_dropout": ("--lora-dropout", float, "LoRA dropout"),
-    "llm_dtype": ("--llm-dtype", str, "float32, bfloat16 or float16: the LLM's weights and arithmetic in the "
-                                      "effort stage (bfloat16: ~2x faster on GPUs and CPUs with bf16 units, "
-                                      "Spearman ~0.998 to float32)"),
-    "effort_batch_size": ("--effort-batch-size", int, "samples per LLM forward/backward"),
-    "effort_loss_on": ("--effort-loss-on", str, "prompt (whole text, the paper) or response"),
-    "effort_parameters": ("--effort-parameters", str, "regex of LLM parameters for the effort gradient "
-                                                     "(default: last layer's v_proj lora_B)"),
-    "max_tokens": ("--max-tokens", int, "token limit of a BIGRec prompt (oldest titles dropped)"),
-    "prompt_tokenizer": ("--prompt-tokenizer", str, "llm (the LLM's tokenizer) or whitespace"),
-}
+
+def add_rec_flags(p: argparse.ArgumentParser, bench: bool, methods: bool = True):
+    """The method (when ``methods``), stage and backbone flags of a rec command; returns their FlagTable.
+    ``bench``: include the backbones' training and evaluation settings."""
+    import tunesift.rec  # noqa: F401  (registers the methods and backbones)
+    from tunesift.rec.backbone import REC_BACKBONES
+    from tunesift.rec.pipeline import STAGE_SETTINGS
+    from tunesift.registry import REC_METHODS, Method
+    from tunesift.settings import FlagTable, settings_flags
+
+    table = FlagTable()
+    if methods:
+        Method.add_flags(p, table, REC_METHODS)
+    for name, cls in STAGE_SETTINGS.items():
+        table.add(p.add_argument_group(f"{name} stage"), settings_flags(cls, name, bench=bench))
+    for name in REC_BACKBONES:
+        bb = REC_BACKBONES.get(name)
+        table.add(p.add_argument_group(f"{name} backbone (--backbone {name})"),
+                  settings_flags(bb.Settings, name, prefix=bb.flag_prefix, bench=bench))
+    return table
+
+
+def rec_settings_from_args(args: argparse.Namespace, table: Any, methods: list[str], backbone: str):
+    """(RecSettings, {method: instance}) from the given flags; refuses flags of unused owners."""
+    from tunesift.rec.backbone import get_backbone
+    from tunesift.rec.pipeline import STAGE_SETTINGS, RecSettings
+    from tunesift.registry import REC_METHODS
+    from tunesift.settings import replace_settings
+
+    table.check_unused(args, [*methods, *STAGE_SETTINGS, backbone])
+    bb = get_backbone(backbone)
+    parts = {name: replace_settings(cls(), table.values(args, name)) for name, cls in STAGE_SETTINGS.items()}
+    settings = RecSettings(**parts, backbone=replace_settings(bb.Settings(), table.values(args, backbone)))
+    instances = {m: REC_METHODS.get(m).from_args(args, table) for m in methods if m in REC_METHODS}
+    return settings, instances
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    import tunesift.rec  # noqa: F401  (registers the methods)
-    from tunesift.rec.pipeline import PipelineSettings
+    from tunesift.rec.backbone import REC_BACKBONES
     from tunesift.registry import REC_METHODS
 
     p = sub.add_parser(
         "dealrec",
         help="select few-shot fine-tuning users for an LLM recommender (DEALRec or a baseline)",
         description="Score every user with a training item and write scores.parquet, selected.jsonl "
-        "(BIGRec prompt/response of each selected user) and manifest.json to --out. Stages are cached "
+        "(what the backbone trains on for each selected user) and manifest.json to --out. Stages are cached "
         "in OUT/cache, so a rerun resumes.",
     )
     p.add_argument("--data", required=True, help="DEALRec folder, RecBole .inter folder/file, or interaction table")
     p.add_argument("--budget", type=int, required=True, help="how many users to select")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default="dealrec", choices=REC_METHODS.names(), help="selection method (default: dealrec)")
+    p.add_argument("--backbone", default="bigrec", choices=REC_BACKBONES.names(),
+                   help="the recommender whose effort DEALRec measures (default: bigrec)")
     p.add_argument("--format", default=None, choices=("dealrec", "recbole", "table"), help="data layout (default: detected)")
     p.add_argument("--name", default=None, help="dataset name for the prompt wording and λ (default: from the path)")
-    p.add_argument("--llm", default=None, help="local Hugging Face causal LM folder (default: SmolLM2-135M-Instruct)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--max-users", type=int, default=None, help="score a random subset of this many users")
     p.add_argument("--user-field", default="user", help="table: user column (default: user)")
@@ -75,44 +83,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plot", action="store_true", help="do not draw OUT/selection.png (what was picked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    seen: set[str] = set()
-    for name in REC_METHODS:
-        cls = REC_METHODS.get(name)
-        if cls.cli_options:
-            cls.add_arguments(p.add_argument_group(f"{name} options"), seen)
-    group = p.add_argument_group("stage settings")
-    defaults = PipelineSettings()
-    for fname, (flag, typ, help_) in _PIPELINE_FLAGS.items():
-        group.add_argument(flag, dest=fname, type=typ, default=None,
-                           help=f"{help_} (default: {getattr(defaults, fname)})")
-    p.set_defaults(func=run)
+    table = add_rec_flags(p, bench=False)
+    p.set_defaults(func=run, _flags=table)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_data_from_args(args: argparse.Namespace):
     from tunesift.rec.data import load_rec_data
-    from tunesift.rec.pipeline import PipelineSettings, select_samples
-    from tunesift.registry import REC_METHODS
 
-    apply_threads(args)
     options = {}
     if args.format == "table" or (args.format is None and not _looks_like_folder(args.data)):
         options = {"user_field": args.user_field, "item_field": args.item_field,
                    "time_field": args.time_field, "title_field": args.title_field}
-    data = load_rec_data(args.data, format=args.format, name=args.name, **options)
-    method = REC_METHODS.get(args.method).from_args(args)
-    pipe = {f: getattr(args, f) for f in _PIPELINE_FLAGS if getattr(args, f, None) is not None}
-    if args.llm is not None:
-        pipe["llm"] = args.llm
-    result = select_samples(data, args.budget, method=method, seed=args.seed, out_dir=args.out,
-                            settings=PipelineSettings(**pipe), device=args.device, progress=not args.no_progress,
-                            max_users=args.max_users)
+    return load_rec_data(args.data, format=args.format, name=getattr(args, "name", None), **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesift.rec.pipeline import select_samples
+
+    apply_threads(args)
+    settings, methods = rec_settings_from_args(args, args._flags, [args.method], args.backbone)
+    data = load_data_from_args(args)
+    result = select_samples(data, args.budget, method=methods[args.method], seed=args.seed, out_dir=args.out,
+                            settings=settings, backbone=args.backbone, device=args.device,
+                            progress=not args.no_progress, max_users=args.max_users)
     if not args.no_plot:
         try:
             from tunesift.rec.plot import plot_selection
 
             result.paths["plot"] = plot_selection(result.paths["scores"], Path(args.out) / "selection.png",
-                                                  title=f"{args.method} on {data.name}: {args.budget:,} of "
-                                                  f"{len(result.pool):,} candidate users")
+                                                  title=f"{args.method} on {data.name} ({args.backbone}): "
+                                                  f"{args.budget:,} of {len(result.pool):,} candidate users")
         except ImportError as e:
             log.info("no selection.png: %s", e)
     t = result.manifest["timings_s"]

@@ -2,11 +2,13 @@
 
 A rec method turns the candidate users into a selection of exactly ``budget`` of them:
 ``rank(ctx) -> RecRanking``. It asks the context for the stages it needs (surrogate, influence,
-effort, early-training scores); the context computes each once and caches it (``pipeline.py``).
-Scores are "higher = more important".
+the backbone's effort, early-training scores); the context computes each once and caches it
+(``stages.py``). Scores are "higher = more important".
 
 - ``dealrec``: min-max(influence) + λ·min-max(effort), coverage-enhanced stratified sampling.
-- ``greedy``: the same score, top-n (the paper's ablation "w/o coverage").
+- ``greedy``: the same score, top-n (the paper's ablation "Greedy", without coverage).
+- ``dealrec-no-effort``: influence only, stratified (the paper's ablation "w/o δs").
+- ``dealrec-no-influence``: effort only, stratified (the paper's ablation "w/o IS").
 - ``random``: uniform.
 - ``grand``: GraNd (Paul et al., NeurIPS 2021), per-sample gradient norm early in training, top-n.
 - ``el2n``: EL2N (ibid.), the L2 norm of the prediction error early in training, top-n.
@@ -23,7 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tunesift.registry import REC_METHODS, Method
-from tunesift.rec.select import Selection, combine_scores, greedy_top, random_subset, stratified_sample
+from tunesift.rec.select import (Selection, combine_scores, greedy_top, min_max_normalize, random_subset,
+                                 stratified_sample)
 
 # λ per dataset from DEALRec's hyper-parameters.txt; other datasets get the code's default 0.5
 DEFAULT_LAMBDA = {"games": 0.3, "book": 1.0, "microlens-50k": 1.0}
@@ -48,9 +51,12 @@ class RecRanking:
 
 
 class RecMethod(Method):
-    """Base class of rec methods (settings, CLI flags: :class:`tunesift.registry.Method`)."""
+    """Base class of rec methods (settings, CLI flags: :class:`tunesift.registry.Method`).
 
-    uses_llm: ClassVar[bool] = False
+    ``uses_effort``: the method needs the backbone's effort (so the backbone's model is loaded).
+    """
+
+    uses_effort: ClassVar[bool] = False
 
     def rank(self, ctx: Any) -> RecRanking:
         raise NotImplementedError
@@ -85,7 +91,7 @@ class DealRec(RecMethod):
     strata: int = 50
     hard_prune: float = 0.1
     name: ClassVar[str] = "dealrec"
-    uses_llm: ClassVar[bool] = True
+    uses_effort: ClassVar[bool] = True
     cli_options: ClassVar[dict[str, tuple[str, str]]] = {
         "lam": ("--lambda", "weight λ of the effort score (default: 0.3 for games, 1.0 for book/microlens, else 0.5)"),
         **_STRATA_OPTIONS,
@@ -121,7 +127,7 @@ class Greedy(RecMethod):
 
     lam: float | None = None
     name: ClassVar[str] = "greedy"
-    uses_llm: ClassVar[bool] = True
+    uses_effort: ClassVar[bool] = True
     cli_options: ClassVar[dict[str, tuple[str, str]]] = {"lam": DealRec.cli_options["lam"]}
 
     def __post_init__(self) -> None:
@@ -131,6 +137,49 @@ class Greedy(RecMethod):
     def rank(self, ctx: Any) -> RecRanking:
         scores, columns, lam = combined_score(ctx, self.lam)
         return RecRanking(scores, greedy_top(scores, ctx.budget), columns, {"lambda": lam})
+
+
+@REC_METHODS.register("dealrec-no-effort")
+@dataclass
+class DealRecNoEffort(RecMethod):
+    """DEALRec without the effort score (the paper's "w/o δs"): min-max(influence), stratified sampling."""
+
+    strata: int = 50
+    hard_prune: float = 0.1
+    name: ClassVar[str] = "dealrec-no-effort"
+    cli_options: ClassVar[dict[str, tuple[str, str]]] = dict(_STRATA_OPTIONS)
+
+    def __post_init__(self) -> None:
+        _check_stratified(self.strata, self.hard_prune)
+
+    def rank(self, ctx: Any) -> RecRanking:
+        influence = ctx.influence()
+        scores = min_max_normalize(influence)
+        selection = stratified_sample(scores, ctx.budget, self.strata, self.hard_prune, ctx.rng)
+        return RecRanking(scores, selection, {"influence": influence, "effort": _nan(scores.size)},
+                          {"stratified": selection.info})
+
+
+@REC_METHODS.register("dealrec-no-influence")
+@dataclass
+class DealRecNoInfluence(RecMethod):
+    """DEALRec without the influence score (the paper's "w/o IS"): min-max(effort), stratified sampling."""
+
+    strata: int = 50
+    hard_prune: float = 0.1
+    name: ClassVar[str] = "dealrec-no-influence"
+    uses_effort: ClassVar[bool] = True
+    cli_options: ClassVar[dict[str, tuple[str, str]]] = dict(_STRATA_OPTIONS)
+
+    def __post_init__(self) -> None:
+        _check_stratified(self.strata, self.hard_prune)
+
+    def rank(self, ctx: Any) -> RecRanking:
+        effort = ctx.effort()
+        scores = min_max_normalize(effort)
+        selection = stratified_sample(scores, ctx.budget, self.strata, self.hard_prune, ctx.rng)
+        return RecRanking(scores, selection, {"influence": _nan(scores.size), "effort": effort},
+                          {"stratified": selection.info})
 
 
 @REC_METHODS.register("random")

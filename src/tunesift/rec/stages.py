@@ -1,0 +1,369 @@
+"""The stages of a recommendation selection, each a unit with its own settings and cache key.
+
+- ``surrogate``: SASRec trained on every user of the data (its best checkpoint and an early snapshot);
+- ``influence``: DEALRec's influence of each candidate on the surrogate's empirical risk;
+- ``el2n`` / ``grand``: early-training scores on the surrogate's early snapshot (EL2N, GraNd, CCS);
+- ``effort``: the backbone's effort (its own loss's per-sample gradient norm), see :mod:`tunesift.rec.backbone`.
+
+A stage's settings are a dataclass whose fields are its command-line flags (:mod:`tunesift.settings`);
+its cache key covers everything its result depends on (the data, the candidates, the fields marked as
+changing results, the seed and the keys of the stages it reads), so a rerun loads it and a changed
+setting recomputes only what depends on it. :class:`StageCache` stores the results on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from tunesift.io.atomic import atomic_write, write_json
+from tunesift.settings import setting
+
+log = logging.getLogger("tunesift")
+
+
+def stage_key(**parts: Any) -> str:
+    """A short stable hash of the JSON of ``parts`` (sorted keys)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class StageCache:
+    """Stage results on disk: ``NAME.npy`` / ``NAME.pt`` next to ``NAME.json`` holding the key and
+    the stage's info. A result is reused only when its key matches. ``folder=None`` disables caching."""
+
+    def __init__(self, folder: str | os.PathLike | None):
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _meta(self, name: str) -> dict | None:
+        if self.folder is None or not (self.folder / f"{name}.json").exists():
+            return None
+        try:
+            return json.loads((self.folder / f"{name}.json").read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def path(self, name: str, suffix: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{name}{suffix}"
+
+    def valid(self, name: str, key: str, suffix: str) -> bool:
+        meta = self._meta(name)
+        p = self.path(name, suffix)
+        return meta is not None and meta.get("key") == key and p is not None and p.exists()
+
+    def info(self, name: str) -> dict:
+        return (self._meta(name) or {}).get("info", {})
+
+    def load_array(self, name: str, key: str) -> np.ndarray | None:
+        if not self.valid(name, key, ".npy"):
+            return None
+        return np.load(self.path(name, ".npy"), allow_pickle=False)
+
+    def save_array(self, name: str, key: str, array: np.ndarray, info: dict | None = None) -> None:
+        if self.folder is None:
+            return
+        with atomic_write(self.path(name, ".npy"), "wb") as f:
+            np.save(f, np.asarray(array))
+        write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
+
+    def mark(self, name: str, key: str, info: dict | None = None) -> None:
+        """Record the key of a file saved by the caller (e.g. the surrogate checkpoint)."""
+        if self.folder is not None:
+            write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
+
+    def chunked(self, name: str, key: str, n: int, chunk: int,
+                compute: Callable[[slice], np.ndarray], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Compute ``n`` values in chunks, saving each, so an interrupted run resumes where it stopped."""
+        done = self.load_array(name, key)
+        if done is not None:
+            return done
+        parts = []
+        part_key = stage_key(parent=key, chunk=chunk)
+        for k, start in enumerate(range(0, n, chunk)):
+            sl = slice(start, min(start + chunk, n))
+            part_name = f"{name}.part{k:05d}"
+            arr = self.load_array(part_name, part_key)
+            if arr is None or arr.shape[0] != sl.stop - sl.start:
+                arr = np.asarray(compute(sl))
+                self.save_array(part_name, part_key, arr)
+            elif progress is not None:
+                progress(arr.shape[0])
+            parts.append(arr)
+        result = np.concatenate(parts) if parts else np.zeros(0)
+        self.save_array(name, key, result)
+        if self.folder is not None:
+            for k in range(len(parts)):
+                for suffix in (".npy", ".json"):
+                    p = self.path(f"{name}.part{k:05d}", suffix)
+                    if p is not None and p.exists():
+                        p.unlink()
+        return result
+
+
+# --------------------------------------------------------------------------------------------------
+# settings
+
+
+@dataclass
+class SurrogateSettings:
+    """The SASRec surrogate (DEALRec's ``code/prune/utils.py`` unless noted) and its per-sample gradients."""
+
+    hidden_size: int = setting(64, "SASRec hidden size")
+    n_blocks: int = setting(2, "SASRec blocks", flag="--surrogate-blocks")
+    n_heads: int = setting(2, "SASRec attention heads", flag="--surrogate-heads")
+    dropout: float = setting(0.5, "SASRec dropout", flag="--surrogate-dropout")
+    max_len: int = setting(50, "SASRec history length")
+    surrogate_epochs: int = setting(200, "SASRec training epochs")
+    surrogate_batch_size: int = setting(500, "SASRec batch size")
+    surrogate_lr: float = setting(1e-3, "SASRec learning rate (Adam)")
+    eval_every: int = setting(1, "epochs between validations of the surrogate (the code: 5)")
+    patience: int = setting(10, "validations without improvement before stopping (0: never)")
+    metric_k: int = setting(20, "best surrogate checkpoint by validation Recall@K (then NDCG@K)")
+    early_epoch: int = setting(10, "surrogate snapshot used by grand/el2n/ccs ('early in training', Paul et al.)")
+    gradient_batch_size: int = setting(256, "samples per batched per-sample-gradient call", key=False)
+
+    def __post_init__(self) -> None:
+        if self.gradient_batch_size < 1:
+            raise ValueError(f"`gradient_batch_size` must be at least 1, got {self.gradient_batch_size}")
+        self.sasrec_config(1)
+        self.train_settings(0)
+
+    def sasrec_config(self, n_items: int):
+        from tunesift.rec.sasrec import SASRecConfig
+
+        return SASRecConfig(n_items=n_items, hidden_size=self.hidden_size, n_blocks=self.n_blocks,
+                            n_heads=self.n_heads, dropout=self.dropout, max_len=self.max_len)
+
+    def train_settings(self, seed: int):
+        from tunesift.rec.sasrec import TrainSettings
+
+        return TrainSettings(epochs=self.surrogate_epochs, batch_size=self.surrogate_batch_size,
+                             lr=self.surrogate_lr, eval_every=self.eval_every, patience=self.patience,
+                             metric_k=self.metric_k, early_epoch=self.early_epoch, seed=seed)
+
+
+def _as_names(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass
+class InfluenceSettings:
+    """DEALRec's influence score (``code/prune/influence_score.py``)."""
+
+    influence_parameters: tuple[str, ...] | None = setting(
+        None, "surrogate parameters of the influence gradient (default: the last block's attention output projection)")
+    influence_solver: str = setting("lissa", "lissa, or exact (forms the Hessian; small parameter sets)",
+                                    choices=("lissa", "exact"))
+    lissa_depth: int = setting(5000, "LiSSA recursion steps")
+    lissa_damping: float = setting(0.01, "LiSSA damping")
+    lissa_scale: float = setting(25.0, "LiSSA scale (raise it if LiSSA diverges)")
+    lissa_batch_size: int = setting(1, "samples per LiSSA Hessian-vector product")
+    lissa_repeats: int = setting(1, "independent LiSSA estimates averaged")
+    influence_scoring: str = setting("vmap", "vmap (per-sample gradients) or jvp (forward mode, same numbers)",
+                                     choices=("vmap", "jvp"), key=False)
+
+    def __post_init__(self) -> None:
+        if self.influence_solver not in ("lissa", "exact"):
+            raise ValueError(f"`influence_solver` must be 'lissa' or 'exact', got {self.influence_solver!r}")
+        if self.influence_scoring not in ("vmap", "jvp"):
+            raise ValueError(f"`influence_scoring` must be 'vmap' or 'jvp', got {self.influence_scoring!r}")
+        self.influence_parameters = _as_names(self.influence_parameters)
+        self.lissa_settings(0)
+
+    def lissa_settings(self, seed: int):
+        from tunesift.rec.influence import LissaSettings
+
+        return LissaSettings(depth=self.lissa_depth, damping=self.lissa_damping, scale=self.lissa_scale,
+                             batch_size=self.lissa_batch_size, repeats=self.lissa_repeats, seed=seed)
+
+
+@dataclass
+class EarlySettings:
+    """GraNd / EL2N (Paul et al., NeurIPS 2021) on the surrogate's early snapshot."""
+
+    grand_parameters: tuple[str, ...] | None = setting(
+        None, "surrogate parameters of GraNd's gradient (default: all but the item embeddings' full matrix)")
+
+    def __post_init__(self) -> None:
+        self.grand_parameters = _as_names(self.grand_parameters)
+
+
+# --------------------------------------------------------------------------------------------------
+# stages
+
+
+class Stage:
+    """One stage: ``key(ctx)`` names its result, ``compute(ctx) -> (result, info)`` makes it.
+
+    ``RecContext.run(stage)`` loads a cached result with the same key, or computes, times and caches it.
+    Array-valued stages are cached as ``.npy``; others override :meth:`load` and :meth:`save`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def key(self, ctx: Any) -> str:
+        raise NotImplementedError
+
+    def compute(self, ctx: Any) -> tuple[Any, dict]:
+        raise NotImplementedError
+
+    def load(self, ctx: Any, key: str) -> Any:
+        return ctx.cache.load_array(self.name, key)
+
+    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
+        ctx.cache.save_array(self.name, key, result, info)
+
+
+class SurrogateStage(Stage):
+    """SASRec on every user of the data; the key leaves the candidates out, so runs on other candidate
+    subsets (``max_users``) of the same data reuse it."""
+
+    name = "surrogate"
+
+    def __init__(self, settings: SurrogateSettings):
+        self.settings = settings
+
+    def key(self, ctx: Any) -> str:
+        s = self.settings
+        return stage_key(data=ctx.dataset_key, config=asdict(s.sasrec_config(ctx.data.n_items)),
+                         train=asdict(s.train_settings(ctx.seed)))
+
+    def load(self, ctx: Any, key: str) -> Any:
+        from tunesift.rec.sasrec import load_surrogate
+
+        if not ctx.cache.valid(self.name, key, ".pt"):
+            return None
+        log.info("surrogate: loaded from %s", ctx.cache.path(self.name, ".pt"))
+        return load_surrogate(ctx.cache.path(self.name, ".pt"), ctx.device)
+
+    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
+        from tunesift.rec.sasrec import save_surrogate
+
+        if ctx.cache.folder is not None:
+            save_surrogate(result, ctx.cache.path(self.name, ".pt"))
+            ctx.cache.mark(self.name, key, info)
+
+    def compute(self, ctx: Any) -> tuple[Any, dict]:
+        from tunesift.rec.sasrec import evaluation_tensors, train_sasrec
+
+        d, s = ctx.data, self.settings
+        valid = evaluation_tensors(d.train, d.valid, s.max_len)
+        test = evaluation_tensors([a + b for a, b in zip(d.train, d.valid)], d.test, s.max_len)
+        trained = train_sasrec(ctx.training_tensors(), valid, s.sasrec_config(d.n_items), s.train_settings(ctx.seed),
+                               device=ctx.device, progress=ctx.progress, test=test)
+        return trained, trained.info()
+
+
+class InfluenceStage(Stage):
+    """(N,) influence of each candidate on the surrogate's empirical risk (:mod:`tunesift.rec.influence`)."""
+
+    name = "influence"
+
+    def __init__(self, settings: InfluenceSettings, surrogate: SurrogateStage):
+        self.settings = settings
+        self.surrogate = surrogate
+
+    def _names(self, ctx: Any) -> list[str]:
+        return list(self.settings.influence_parameters or ctx.surrogate().model.influence_parameter_names())
+
+    def key(self, ctx: Any) -> str:
+        s = self.settings
+        return stage_key(surrogate=self.surrogate.key(ctx), pool=ctx.pool_hash, names=self._names(ctx),
+                         solver=s.influence_solver, lissa=asdict(s.lissa_settings(ctx.seed)),
+                         scoring=s.influence_scoring)
+
+    def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
+        from tunesift.rec.influence import influence_scores
+        from tunesift.rec.sasrec import trim_padding
+
+        s = self.settings
+        batch, order = ctx.pool_batch()
+        result = influence_scores(ctx.surrogate().model, batch, self._names(ctx), solver=s.influence_solver,
+                                  lissa_settings=s.lissa_settings(ctx.seed),
+                                  batch_size=ctx.surrogate_settings.gradient_batch_size,
+                                  scoring=s.influence_scoring, progress=ctx.progress, prepare=trim_padding)
+        return unsort(result.scores, order), result.info()
+
+
+class EarlyStage(Stage):
+    """(N,) EL2N (``kind="el2n"``) or GraNd (``"grand"``) on the surrogate's early snapshot."""
+
+    KINDS = ("el2n", "grand")
+
+    def __init__(self, kind: str, settings: EarlySettings, surrogate: SurrogateStage):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        self.name = kind
+        self.settings = settings
+        self.surrogate = surrogate
+
+    def _names(self) -> list[str] | None:
+        return list(self.settings.grand_parameters) if self.settings.grand_parameters else None
+
+    def key(self, ctx: Any) -> str:
+        return stage_key(surrogate=self.surrogate.key(ctx), pool=ctx.pool_hash, kind=self.name, names=self._names())
+
+    def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
+        from tunesift.rec.influence import per_sample_gradient_norms
+        from tunesift.rec.methods import el2n_scores
+        from tunesift.rec.sasrec import trim_padding
+
+        trained = ctx.surrogate()
+        model = trained.early_model()
+        batch, order = ctx.pool_batch()
+        names = self._names()
+        if self.name == "el2n":
+            scores = el2n_scores(model, batch)
+        else:
+            n_params = sum(p.numel() for n, p in model.named_parameters()
+                           if (names is None or n in names) and n != "item_embeddings.weight")
+            chunk = max(1, min(ctx.surrogate_settings.gradient_batch_size, (1 << 26) // max(n_params, 1)))
+            scores = per_sample_gradient_norms(model, batch, names, batch_size=chunk, progress=ctx.progress,
+                                               prepare=trim_padding).double().cpu().numpy()
+        return unsort(scores, order), {"early_epoch": trained.early_epoch, "parameters": names or "all"}
+
+
+class EffortStage(Stage):
+    """(N,) the backbone's effort on each candidate's training sample(s), computed in resumable chunks."""
+
+    name = "effort"
+
+    def __init__(self, backbone: Any):
+        self.backbone = backbone
+
+    def key(self, ctx: Any) -> str | None:
+        parts = self.backbone.effort_key(ctx.data, ctx.pool, ctx.seed)
+        if parts is None:  # e.g. a model object given by the caller: no stable identity, no cache
+            return None
+        return stage_key(data=ctx.data_key, backbone=self.backbone.name, seed=ctx.seed, **parts)
+
+    def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
+        key = self.key(ctx)
+        cache = ctx.cache if key is not None else StageCache(None)
+
+        def chunked(n: int, chunk: int, compute: Callable[[slice], np.ndarray]) -> np.ndarray:
+            return cache.chunked(self.name, key or "", n, chunk, compute)
+
+        return self.backbone.effort(ctx.data, ctx.pool, ctx.seed, chunked)
+
+    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
+        ctx.cache.mark(self.name, key, info)  # the array itself was saved by ``chunked``
+
+
+def unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``out[order] = values``: values computed in ``order`` back in candidate order."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
