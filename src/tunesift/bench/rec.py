@@ -45,6 +45,7 @@ FULL = "full"
 DEFAULT_METHODS = ("random", "grand", "el2n", "ccs", "dealrec", FULL)
 ABLATIONS = ("dealrec-no-effort", "dealrec-no-influence", "greedy")
 REFERENCES = ("random", FULL)
+REFERENCE_RANKERS = ("popular", "sasrec")
 
 
 def scales_for(backbone: str | type) -> dict[str, RecScale]:
@@ -264,6 +265,61 @@ class RecBench:
         _free_device_memory()
         return self.store.load(key)
 
+    # ---------------------------------------------------------------------------------------- references
+
+    def reference_rankers(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per-user metrics of two rankers that need no selection, on the same test users (once, saved):
+        ``popular`` (the pool's most frequent training items, ties by item id) and ``sasrec`` (the
+        surrogate of seed 0, trained on every pool user). Neither excludes a user's seen items, as the
+        backbones do not."""
+        import torch
+
+        from tunesift.finetune.metrics import metrics_from_top_k
+
+        path = self.out / "references.npz"
+        names = self.metric_names()
+        if path.exists():
+            with np.load(path) as z:
+                return {ref: {m: z[f"{ref}:{m}"] for m in names} for ref in REFERENCE_RANKERS}
+        kmax = max(self.scale.ks)
+        truth = [sorted(set(self.data.test[u])) for u in self.test_users]
+        counts = np.bincount([i for seq in self.pool.train for i in seq], minlength=self.data.n_items + 1)
+        popular = np.argsort(-counts[1:], kind="stable")[:kmax] + 1
+        tops = {"popular": np.tile(popular, (len(self.test_users), 1))}
+        trained = self._surrogate()
+        from tunesift.rec.sasrec import right_align
+
+        histories = [self.data.train[u] + self.data.valid[u] for u in self.test_users]
+        inputs = torch.from_numpy(right_align(histories, trained.model.config.max_len))
+        model = trained.model.eval()
+        top = []
+        with torch.no_grad():
+            for lo in range(0, inputs.shape[0], 1024):
+                scores = model.score_items(inputs[lo : lo + 1024].to(self.device)).float()
+                scores[:, 0] = -torch.inf
+                top.append(torch.sort(-scores, dim=1, stable=True).indices[:, :kmax].cpu().numpy())
+        tops["sasrec"] = np.concatenate(top)
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for ref, t in tops.items():
+            m = metrics_from_top_k(t, truth, self.scale.ks, n_items=self.data.n_items)
+            out[ref] = {**{f"recall@{k}": m.per_user_recall[:, j] for j, k in enumerate(m.ks)},
+                        **{f"ndcg@{k}": m.per_user_ndcg[:, j] for j, k in enumerate(m.ks)}}
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **{f"{ref}:{m}": v for ref, by in out.items() for m, v in by.items()})
+        return out
+
+    def _surrogate(self):
+        from tunesift.output import Timer
+        from tunesift.rec.pipeline import RecContext, RecSettings
+        from tunesift.rec.stages import StageCache
+
+        settings = RecSettings.from_flat(type(self.backbone), **self.scale.stages)
+        settings.backbone = self.backbone.settings
+        pool = np.array([u for u in range(self.pool.n_users) if self.pool.train[u]], dtype=np.int64)
+        ctx = RecContext(self.pool, pool, 1, 0, settings, self.backbone, StageCache(self.cache_dir / "selection"),
+                         Timer(), self.device, progress=self.progress)
+        return ctx.surrogate()
+
     # ---------------------------------------------------------------------------------------- results
 
     def metric_names(self) -> list[str]:
@@ -286,9 +342,12 @@ class RecBench:
         from tunesift.bench.stats import compare_methods, markdown
 
         per_user = self.per_user(records)
+        references = self.reference_rankers()
         parts, numbers = [], {}
         for metric, by_method in per_user.items():
             ordered = {m: by_method[m] for m in methods if m in by_method}
+            ordered.update({f"{ref} (no training)" if ref == "popular" else f"{ref} (surrogate)": by[metric][None]
+                            for ref, by in references.items()})
             if not ordered:
                 continue
             refs = [r for r in REFERENCES if r in ordered]

@@ -8,6 +8,7 @@ in ``tunesift.rec.backbone.REC_BACKBONES`` (``bigrec``, ``tiger``). The entry po
 
 from tunesift.rec import bigrec as _bigrec  # noqa: F401  (registration)
 from tunesift.rec import methods as _methods  # noqa: F401  (registration)
+from tunesift.rec import tiger as _tiger  # noqa: F401  (registration)
 from tunesift.rec.backbone import REC_BACKBONES, Backbone, RecScale, Recommendations
 from tunesift.rec.data import RecData, load_rec_data
 from tunesift.rec.methods import RecMethod, RecRanking

