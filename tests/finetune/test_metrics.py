@@ -72,3 +72,26 @@ def test_errors_name_the_problem():
         evaluate([[0.1, 0.2]], [[0]], [0])
     with pytest.raises(ValueError, match="ties"):
         evaluate([[0.1, 0.2]], [[0]], [1], ties="random")
+
+
+def test_metrics_from_top_k_equal_the_full_ranking():
+    """Top-K lists (what TIGER returns) give the metrics of the full ranking they start (ties by index)."""
+    import torch
+
+    from tunesift.finetune.ground import top_items_by_distance
+    from tunesift.finetune.metrics import metrics_from_top_k
+
+    rng = np.random.default_rng(3)
+    dist = np.round(rng.random((40, 30)), 1)  # many ties
+    truth = [sorted(set(rng.integers(0, 30, size=rng.integers(1, 4)).tolist())) for _ in range(40)]
+    full = metrics_from_ranks(truth_ranks_from_distances(torch.as_tensor(dist), truth), [5, 10])
+    top = np.argsort(dist, axis=1, kind="stable")[:, :10]
+    fromk = metrics_from_top_k(top, truth, [5, 10])
+    np.testing.assert_allclose(fromk.per_user_recall, full.per_user_recall)
+    np.testing.assert_allclose(fromk.per_user_ndcg, full.per_user_ndcg)
+    with pytest.raises(ValueError, match="cannot answer K = 20"):
+        metrics_from_top_k(top, truth, [20])
+    assert metrics_from_top_k(top, truth, [20], n_items=10).recall[20] <= 1.0  # a whole (tiny) catalogue
+    states, items = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(30, 4)).astype(np.float32)
+    expected = np.argsort(((states[:, None, :] - items[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(top_items_by_distance(states, items, 10, chunk_size=3), expected)

@@ -219,3 +219,28 @@ def test_movielens_100k_from_recbole_wheel(tmp_path_factory):
     assert c["users"] == 943 and c["items"] == 1682
     assert c["train_interactions"] + c["valid_interactions"] + c["test_interactions"] == 100000
     assert c["train_interactions"] == 80000
+
+
+def test_categories_are_read_and_make_the_item_texts(tmp_path):
+    from tunesift.rec.data import read_dealrec, read_recbole
+
+    folder = tmp_path / "d"
+    write_dealrec_folder(folder, n_users=4, n_items=3)
+    lines = [json.dumps({"item_id": 1, "title": "A", "categories": ["Games", "PC"]}),
+             json.dumps({"item_id": 2, "title": "B", "categories": "Toys, Kids"}),
+             json.dumps({"item_id": 3, "title": "C"})]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+    data = read_dealrec(folder)
+    assert data.item_texts() == ["A; Games, PC", "B; Toys, Kids", "C"]
+    assert data.subset_users([0]).categories == data.categories
+    (folder / "items.jsonl").write_text(json.dumps({"item_id": 1, "title": "A", "categories": {"x": 1}}) + "\n")
+    with pytest.raises(ValueError, match="items.jsonl:1: `categories` must be a list of strings"):
+        read_dealrec(folder)
+    rb = tmp_path / "rb"
+    rb.mkdir()
+    (rb / "x.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" +
+                                "".join(f"u{k % 3}\ti{k % 4}\t{k}\n" for k in range(30)))
+    (rb / "x.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n"
+                               "i0\tToy Story\tAnimation Comedy\ni1\tHeat\tAction\ni2\tAlien\t\ni3\tUp\tAnimation\n")
+    texts = read_recbole(rb).item_texts()
+    assert texts == ["Toy Story; Animation, Comedy", "Heat; Action", "Alien", "Up; Animation"]

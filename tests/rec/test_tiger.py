@@ -202,3 +202,43 @@ def test_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path, monkey
     for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert record["train_epochs"] == 4 and not (tmp_path / "killed" / "checkpoint.pt").exists()
+
+
+def test_bfloat16_effort_stays_close_to_float32(tiny_t5):
+    from scipy.stats import spearmanr
+
+    model, pairs, tok, n = tiny_t5
+    exact, _, _ = effort_scores(model, pairs, tok, n)
+    half, _, _ = effort_scores(model, pairs, tok, n, precision="bfloat16")
+    has = exact > 0
+    assert not np.array_equal(exact, half)
+    np.testing.assert_allclose(half[has], exact[has], rtol=0.05)
+    assert spearmanr(half[has], exact[has]).correlation > 0.9
+
+
+def test_dealrec_command_on_the_tiger_backbone(tmp_path):
+    import pyarrow.parquet as pq
+    from recfixtures import write_dealrec_folder
+
+    from tunesift.cli import main
+
+    folder = tmp_path / "games"
+    write_dealrec_folder(folder, n_users=24, n_items=20, seed=5)
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))
+    out = tmp_path / "out"
+    argv = ["dealrec", "--data", str(folder), "--budget", "5", "--out", str(out), "--backbone", "tiger",
+            "--tiger-item-embeddings", str(tmp_path / "emb.npy"), "--tiger-d-model", "16", "--tiger-d-kv", "4",
+            "--tiger-heads", "2", "--tiger-d-ff", "32", "--tiger-encoder-layers", "1", "--tiger-decoder-layers", "1",
+            "--tiger-rqvae-codebook-size", "4", "--tiger-rqvae-hidden", "16", "--tiger-rqvae-epochs", "5",
+            "--surrogate-epochs", "2", "--hidden-size", "16", "--max-len", "8", "--lissa-depth", "20",
+            "--device", "cpu", "--no-progress", "--no-plot"]
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backbone"] == "tiger" and manifest["settings"]["backbone"]["d_model"] == 16
+    assert manifest["stages"]["effort"]["path"] == "hooks"
+    table = pq.read_table(out / "scores.parquet").to_pydict()
+    assert np.isfinite(table["effort"]).all() and sum(table["selected"]) == 5
+    rows = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(len(r["semantic_ids"]) == len(r["train_items"]) for r in rows)
+    assert all(len(ids) == 4 for r in rows for ids in r["semantic_ids"])
+    assert main([*argv, "--lora-r", "4"]) == 2  # a BIGRec flag with the TIGER backbone is refused

@@ -80,12 +80,6 @@ class RecSettings:
         return {f.name for c in STAGE_SETTINGS.values() for f in fields(c)}
 
 
-def settings_names(backbone: str | type = "bigrec") -> set[str]:
-    """Every flat setting name :meth:`RecSettings.from_flat` accepts for ``backbone``."""
-    bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
-    return {f.name for c in (*STAGE_SETTINGS.values(), bb.Settings) for f in fields(c)}
-
-
 class RecContext:
     """What a rec method may ask for; every stage runs once, timed, and is cached on disk.
 
@@ -282,20 +276,23 @@ def select_samples(
     cache_folder = cache_dir if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
     if isinstance(backbone, Backbone):
         bb = backbone
-        stage_options = {k: v for k, v in options.items() if k not in settings_names(type(bb))
-                         or k in (settings or RecSettings()).stage_fields()}
-        if len(stage_options) != len(options) or (settings is not None and settings.backbone is not None):
-            raise TypeError("a ready backbone carries its own settings: pass only stage options")
-        settings = RecSettings.from_flat(type(bb), base=settings, **stage_options)
+        own = {f.name for f in fields(bb.Settings)} - RecSettings().stage_fields()
+        if model is not None or set(options) & own or (settings is not None and settings.backbone is not None):
+            raise TypeError("a ready backbone carries its own settings (and model): pass only stage options")
+        settings = RecSettings.from_flat(type(bb), base=settings, **options)
         settings.backbone = bb.settings
     else:
+        import inspect
+
         cls = get_backbone(backbone)
         settings = RecSettings.from_flat(cls, base=settings, **options)
-        kw = {"model": model} if model is not None else {}
+        kw = {}
+        if model is not None:
+            if "model" not in inspect.signature(cls.__init__).parameters:
+                raise TypeError(f"llm=(model, tokenizer) is for an LLM backbone; {cls.name} does not take a model")
+            kw["model"] = model
         bb = cls(settings.backbone, device=device, progress=progress, cache_dir=cache_folder, **kw)
         bb.prepare(data, cache_folder)
-    if model is not None and not (isinstance(backbone, str) and backbone == "bigrec"):
-        raise TypeError("llm=(model, tokenizer) applies to the bigrec backbone only")
     pool = np.array([u for u in range(data.n_users) if data.train[u]], dtype=np.int64)
     if pool.size == 0:
         raise ValueError(f"{data.source}: no user has a training item")
