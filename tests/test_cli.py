@@ -79,3 +79,29 @@ def test_console_entry_point_lists_methods():
     assert out.returncode == 0
     for name in ("gotd", "random", "--epsilon", "--contrast", "--domains-keep"):
         assert name in out.stdout
+
+
+@pytest.mark.parametrize("command", [["gotd", "--pool", "p", "--target", "t", "--budget", "3"],
+                                     ["dealrec", "--data", "d", "--budget", "3"],
+                                     ["bench", "rec", "--data", "d"]])
+@pytest.mark.parametrize("flag,value,message", [
+    ("--device", "gpu", "argument --device: 'gpu' is not a device; expected auto, cpu, cuda, cuda:N or mps"),
+    ("--device", "cuda:7", "argument --device: 'cuda:7'"),
+    ("--out", "FILE", "argument --out: {path}: is a file, expected a folder"),
+    ("--out", "FILE/sub", "argument --out: {path}: {file} is a file, so no folder can be made there"),
+])
+def test_bad_device_or_out_is_refused_when_the_flag_is_read(tmp_path, capsys, command, flag, value, message):
+    import torch
+
+    if value == "cuda:7" and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    path = value.replace("FILE", str(file))
+    argv = [*command, "--out", str(tmp_path / "out"), flag, path] if flag == "--device" else [*command, flag, path]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path, file=file) in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written

@@ -33,6 +33,56 @@ def apply_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(threads)
 
 
+def device_arg(text: str) -> str:
+    """``--device``: auto, cpu, cuda, cuda:N (a GPU that is there) or mps, checked when the flag is read."""
+    import re
+
+    if text in ("auto", "cpu"):
+        return text
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if m is None and text != "mps":
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; expected auto, cpu, cuda, cuda:N or mps")
+    try:
+        import torch
+    except ImportError:
+        raise argparse.ArgumentTypeError(f"{text!r} needs torch, which is not installed") from None
+    if text == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError("'mps': no Apple GPU here")
+        return text
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device here (torch {torch.__version__}, "
+                                         f"torch.cuda.is_available() is False); use cpu or auto")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                         f"numbered from 0")
+    return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", type=device_arg,
+                        help="cpu, cuda, cuda:1, mps or auto (default: CUDA when there is one)")
+
+
+def out_arg(text: str) -> str:
+    """``--out``: a folder that is, or can be made, writable; nothing is created when the flag is read."""
+    import os
+    from pathlib import Path
+
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a folder (or a path where one can be made)")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {probe} is a file, so no folder can be made there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {probe} is not writable by this user")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesift", description="Pick the examples worth fine-tuning an LLM on.")
     from tunesift import __version__

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tunesift.cli import add_device_argument, out_arg
+
 log = logging.getLogger("tunesift")
 
 FORTUNE_DIRS = ("/usr/share/games/fortunes", "/usr/share/fortunes", "/usr/share/games/fortune")
@@ -51,14 +53,14 @@ def find_fortunes() -> Path | None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run GOT-D and its baselines on an embedded default (Debian's fortunes)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--out", default="demo-out", type=out_arg, help="output folder (default: demo-out)")
     p.add_argument("--fortunes", default=None, help="folder of fortune files (default: the Debian package's)")
     p.add_argument("--target-domain", default="science", help="category whose held-out half is the target")
     p.add_argument("--pool-size", type=int, default=2000, help="pool rows (a seeded sample; default 2000)")
     p.add_argument("--budget", type=int, default=100)
     p.add_argument("--methods", default="gotd,knn,dsir,random")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--part", default="all", choices=("all", "pool", "rec"),
                    help="pool: GOT-D on fortunes; rec: DEALRec with TIGER on MovieLens-100K; all (default): both")
     p.add_argument("--rec-data", default=None, help="recommendation data for the rec part (default: MovieLens-100K)")

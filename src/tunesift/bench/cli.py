@@ -7,7 +7,7 @@ import importlib
 import logging
 import shlex
 
-from tunesift.cli import add_threads_argument, apply_threads
+from tunesift.cli import add_device_argument, add_threads_argument, apply_threads, out_arg
 
 log = logging.getLogger("tunesift")
 
@@ -48,7 +48,7 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
         "bootstrap comparisons to random and full, time and peak memory per stage) and results.png to --out.",
     )
     p.add_argument("--data", required=True, help="DEALRec folder, RecBole files or an interaction table")
-    p.add_argument("--out", required=True, help="bench folder (reuse it to resume)")
+    p.add_argument("--out", required=True, type=out_arg, help="bench folder (reuse it to resume)")
     p.add_argument("--backbone", default="bigrec", choices=REC_BACKBONES.names(), help="the recommender (default: bigrec)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; also dealrec-no-effort, "
@@ -61,7 +61,7 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-users", type=int, default=None, help="pool size: users sampled for selection (scale's)")
     p.add_argument("--n-test-users", type=int, default=None, help="test users sampled (scale's)")
     p.add_argument("--format", default=None, help="data format: dealrec, recbole or table (default: detected)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_device_argument(p)
     add_threads_argument(p)
     p.add_argument("--cache-dir", default=None, help="item-embedding and selection caches (default: OUT/cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -42,6 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tunesift.cli import add_device_argument, out_arg
+
 log = logging.getLogger("tunesift")
 
 NO_PRETRAINING = "none"
@@ -754,7 +756,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "benchmarks/text_pool.py); 'synthetic' (the tiny scale's default)")
     p.add_argument("--task", default=None, help="task name (chemprot, sci-cite, mag, sst-2, cola, mrpc, rte, mr, cr, "
                    "ag_news, synthetic) or a folder / train file of train, dev, test JSONL with text,label")
-    p.add_argument("--out", required=True, help="bench folder (reuse it to resume)")
+    p.add_argument("--out", required=True, type=out_arg, help="bench folder (reuse it to resume)")
     p.add_argument("--scale", default="tiny", choices=list(SCALES),
                    help="tiny: a tiny BERT on a synthetic task, ~1 min; cpu: MiniLM on subsamples, ~2.4 h per task "
                    "on one core; gpu: full test sets, 5K labels, larger budgets (default: tiny)")
@@ -791,7 +793,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-warmup-lr", type=float, default=None, help=f"learning rate of the head warm-up ({scale})")
     p.add_argument("--head-warmup-texts", type=int, default=None,
                    help=f"pool texts (a fixed sample) the head is warmed up on ({scale})")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

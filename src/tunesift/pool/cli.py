@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from tunesift.cli import add_threads_argument, apply_threads
+from tunesift.cli import add_device_argument, add_threads_argument, apply_threads, out_arg
 
 log = logging.getLogger("tunesift")
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", required=True, help="pool file: .jsonl, .csv, .tsv, .parquet or a saved HF dataset")
     p.add_argument("--target", required=True, help="target file (same formats)")
     p.add_argument("--budget", type=int, required=True, help="how many pool examples to select")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=out_arg, help="output folder")
     p.add_argument("--method", default="gotd", choices=POOL_METHODS.names(), help="selection method (default: gotd)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-embeddings", default=None, help=".npy of precomputed pool embeddings aligned with the rows")
     p.add_argument("--target-embeddings", default=None, help=".npy of precomputed target embeddings")
     p.add_argument("--cache-dir", default="default", help="embedding cache ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_device_argument(p)
     add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tunesift.cli import add_threads_argument, apply_threads
+from tunesift.cli import add_device_argument, add_threads_argument, apply_threads, out_arg
 
 log = logging.getLogger("tunesift")
 
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="DEALRec folder, RecBole .inter folder/file, or interaction table")
     p.add_argument("--budget", type=int, required=True, help="how many users to select")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=out_arg, help="output folder")
     p.add_argument("--method", default="dealrec", choices=REC_METHODS.names(), help="selection method (default: dealrec)")
     p.add_argument("--backbone", default="bigrec", choices=REC_BACKBONES.names(),
                    help="the recommender whose effort DEALRec measures (default: bigrec)")
@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--item-field", default="item", help="table: item column (default: item)")
     p.add_argument("--time-field", default="timestamp", help="table: time column (default: timestamp)")
     p.add_argument("--title-field", default="title", help="table: title column (default: title)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_device_argument(p)
     add_threads_argument(p)
     p.add_argument("--no-plot", action="store_true", help="do not draw OUT/selection.png (what was picked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
