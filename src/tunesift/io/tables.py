@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "hf")
 
@@ -99,58 +99,70 @@ def _detect_format(path: Path) -> str:
                      "Hugging Face dataset folder")
 
 
-def _open_text(path: Path):
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file (gzip-compressed when it ends in .gz), line endings kept and a
+    leading byte-order mark dropped, decoded one line at a time so that an undecodable byte is reported
+    with the file and line (``ValueError``), not as a codec traceback."""
+    path = Path(path)
     if path.name.endswith(".gz"):
         import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        f = gzip.open(path, "rb")
+    else:
+        f = open(path, "rb")
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                 f"{e.start + 1}); expected UTF-8") from None
+            yield line[1:] if lineno == 1 and line.startswith("\ufeff") else line
 
 
 def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
     """All JSON objects of a JSONL file (blank lines skipped) and their line numbers."""
     rows, lines = [], []
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
-            lines.append(lineno)
+    for lineno, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
+        lines.append(lineno)
     return rows, lines
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[dict], list[int]]:
     rows, lines = [], []
     csv.field_size_limit(1 << 30)
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    reader = csv.reader(text_lines(path), delimiter=delimiter,
+                        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return [], []
+    except csv.Error as e:
+        raise ValueError(f"{path}:1: cannot parse header ({e})") from None
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}:1: duplicate column names in header {header}")
+    while True:
         try:
-            header = next(reader)
+            values = next(reader)
         except StopIteration:
-            return [], []
+            break
         except csv.Error as e:
-            raise ValueError(f"{path}:1: cannot parse header ({e})") from None
-        if len(set(header)) != len(header):
-            raise ValueError(f"{path}:1: duplicate column names in header {header}")
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise ValueError(f"{path}:{reader.line_num}: cannot parse row ({e})") from None
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise ValueError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)}")
-            rows.append(dict(zip(header, values)))
-            lines.append(reader.line_num)
+            raise ValueError(f"{path}:{reader.line_num}: cannot parse row ({e})") from None
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise ValueError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)}")
+        rows.append(dict(zip(header, values)))
+        lines.append(reader.line_num)
     return rows, lines
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tunesift.io.tables import read_jsonl
+from tunesift.io.tables import read_jsonl, text_lines
 
 log = logging.getLogger("tunesift")
 
@@ -267,19 +267,18 @@ def _finish(data: RecData) -> RecData:
 
 def _read_sequences(path: Path) -> tuple[list[Any], list[list[int]]]:
     users, seqs = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            items = []
-            for tok in parts[1:]:
-                try:
-                    items.append(int(tok))
-                except ValueError:
-                    raise ValueError(f"{path}:{lineno}: item id {tok!r} is not an integer") from None
-            users.append(_id_value(parts[0], "user id", f"{path}:{lineno}"))
-            seqs.append(items)
+    for lineno, line in enumerate(text_lines(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        items = []
+        for tok in parts[1:]:
+            try:
+                items.append(int(tok))
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: item id {tok!r} is not an integer") from None
+        users.append(_id_value(parts[0], "user id", f"{path}:{lineno}"))
+        seqs.append(items)
     return users, seqs
 
 
@@ -537,24 +536,23 @@ _CATEGORY_FIELDS = ("class", "genre", "genres", "categories", "category")
 
 def _read_atomic(path: Path) -> tuple[list[str], list[list[str]]]:
     """An atomic file's field names (types stripped) and its rows (tab-separated, no quoting)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ValueError(f"{path}: empty file") from None
-        names = []
-        for col in header:
-            if ":" not in col:
-                raise ValueError(f"{path}:1: header field {col!r} has no type (RecBole writes name:type)")
-            names.append(col.split(":", 1)[0])
-        rows = []
-        for values in reader:
-            if not values or values == [""]:
-                continue
-            if len(values) != len(names):
-                raise ValueError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(names)}")
-            rows.append(values)
+    reader = csv.reader(text_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty file") from None
+    names = []
+    for col in header:
+        if ":" not in col:
+            raise ValueError(f"{path}:1: header field {col!r} has no type (RecBole writes name:type)")
+        names.append(col.split(":", 1)[0])
+    rows = []
+    for values in reader:
+        if not values or values == [""]:
+            continue
+        if len(values) != len(names):
+            raise ValueError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(names)}")
+        rows.append(values)
     return names, rows
 
 

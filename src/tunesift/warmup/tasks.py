@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tunesift.io.tables import TextSet, read_records
+from tunesift.io.tables import TextSet, read_records, text_lines
 
 
 @dataclass
@@ -138,13 +138,12 @@ def _natural_key(s: str) -> tuple:
 def _read_tsv(path: Path, header: bool) -> list[list[str]]:
     """Plain tab splitting (GLUE/SentEval TSVs contain unbalanced quotes, so no CSV quoting)."""
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if lineno == 1 and header:
-                continue
-            line = line.rstrip("\n").rstrip("\r")
-            if line.strip():
-                rows.append(line.split("\t"))
+    for lineno, line in enumerate(text_lines(path), 1):
+        if lineno == 1 and header:
+            continue
+        line = line.rstrip("\n").rstrip("\r")
+        if line.strip():
+            rows.append(line.split("\t"))
     return rows
 
 
@@ -312,12 +311,11 @@ TASKS["cr"] = _senteval("cr", "CR")
 
 def _read_ag_news(path: Path) -> tuple[list[str], list[str], None]:
     texts, labels = [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        for i, row in enumerate(csv.reader(f), 1):
-            if len(row) != 3:
-                raise ValueError(f"{path}:{i}: {len(row)} fields, expected 3 (class, title, description)")
-            texts.append(f"{row[1]}. {row[2]}".replace("\\", " "))
-            labels.append(row[0])
+    for i, row in enumerate(csv.reader(text_lines(path)), 1):
+        if len(row) != 3:
+            raise ValueError(f"{path}:{i}: {len(row)} fields, expected 3 (class, title, description)")
+        texts.append(f"{row[1]}. {row[2]}".replace("\\", " "))
+        labels.append(row[0])
     return texts, labels, None
 
 
@@ -328,7 +326,7 @@ def _ag_news(root: Path) -> ClassificationTask:
     train, test = _cut(_read_ag_news(d / "test.csv"), 0.2, seed=0)
     task = _make_task("ag_news", "accuracy", str(d), {"train": train, "dev": None, "test": test},
                       note="fixed 80/20 cut (seed 0) of the released test.csv")
-    classes = (d / "classes.txt").read_text(encoding="utf-8").split()
+    classes = "".join(text_lines(d / "classes.txt")).split()
     if len(classes) == task.num_labels:
         task.label_names = [classes[int(n) - 1] for n in task.label_names]
     return task
