@@ -100,20 +100,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so ``finally`` blocks and atomic writes clean up."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 2 bad input (one message naming it), 130 interrupted
+    (SIGINT / Ctrl-C), 143 terminated (SIGTERM); outputs are atomic and finished stages cached, so the
+    same command again resumes."""
+    import signal
+    import threading
+
+    from tunesift.io.lock import FolderBusyError
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    name = " ".join(c for c in (args.command, getattr(args, "bench_command", None)) if c)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, FolderBusyError) as e:
         if getattr(args, "debug", False):
             raise
-        print(f"tunesift {args.command}: error: {e}", file=sys.stderr)
+        print(f"tunesift {name}: error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as e:
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+        print(f"tunesift {name}: {why}; outputs already written are intact and finished stages are cached: "
+              "the same command resumes", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

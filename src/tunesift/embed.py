@@ -10,6 +10,7 @@ embed again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
@@ -17,6 +18,9 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from tunesift.io.atomic import atomic_write
+from tunesift.io.faults import fault_point
+
+log = logging.getLogger("tunesift")
 
 
 @runtime_checkable
@@ -147,8 +151,10 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.P
     if path.exists():
         arr = np.load(path, allow_pickle=False)
         if arr.shape[0] == len(texts):
+            log.info("embeddings: %d texts loaded from the cache (%s)", len(texts), path)
             return arr
     arr = np.asarray(embedder.embed(texts), dtype=np.float32)
     with atomic_write(path, "wb") as f:
         np.save(f, arr)
+    fault_point("embeddings")
     return arr

@@ -180,6 +180,14 @@ class RunStore:
         """Scratch folder of one run (selection, adapter, generations...)."""
         return self.root / "runs" / run_id(key)
 
+    def claim(self, key: Mapping[str, Any]):
+        """A context that holds run ``key`` for this process, or raises
+        :class:`tunesift.io.lock.FolderBusyError` when another live process runs it: several benches may
+        share one folder (e.g. one process per core), each run done once."""
+        from tunesift.io.lock import LOCK_NAME, hold_lock
+
+        return hold_lock(self.run_dir(key) / LOCK_NAME, f"run {run_id(key)}")
+
     def is_done(self, key: Mapping[str, Any]) -> bool:
         return (self.run_dir(key) / "result.json").exists()
 

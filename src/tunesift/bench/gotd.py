@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tunesift.cli import add_device_argument, out_arg
+from tunesift.io.faults import fault_point
 
 log = logging.getLogger("tunesift")
 
@@ -607,14 +608,17 @@ class GotdBench:
     def run(self):
         import torch
 
+        from tunesift.io.lock import LOCK_NAME, hold_lock
+
         threads = torch.get_num_threads()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         try:
-            self.run_units()
+            with hold_lock(Path(self.config.out) / LOCK_NAME, f"--out {self.config.out}"):
+                self.run_units()
+                return self.write()
         finally:
             torch.set_num_threads(threads)
-        return self.write()
 
     def run_units(self) -> None:
         """Run every unfinished (method, budget, seed), saving each as it finishes."""
@@ -633,6 +637,7 @@ class GotdBench:
             t0 = time.perf_counter()
             record = self.run_one(method, budget, seed, order, sel_s)
             self.store.save(u, record)
+            fault_point("bench:run")
             log.info("[%d/%d] %s budget %d seed %d: test %s %.4f, LM loss %.3f -> %.3f (%.0f s)", i, len(todo),
                      method, budget, seed, self.task.metric, record["test_score"], record["lm_loss_before"],
                      record["lm_loss_after"], time.perf_counter() - t0)

@@ -37,6 +37,7 @@ import numpy as np
 
 from tunesift.bench.common import Measurement, RunStore, measure, plot_bars, summarize, write_results
 from tunesift.io.atomic import atomic_write, write_json
+from tunesift.io.faults import fault_point
 from tunesift.rec.backbone import Backbone, RecScale, get_backbone
 
 log = logging.getLogger("tunesift")
@@ -235,6 +236,7 @@ class RecBench:
             sel_m = asdict(m)
             write_json(sel_path, {"indices": selected, "users": [self.pool.users[i] for i in selected],
                                   "measurement": sel_m})
+            fault_point("bench:selection")
         train_path = folder / "fit.json"
         loaded = self.backbone.load(folder, seed) if train_path.exists() else None
         if loaded is not None:
@@ -246,6 +248,7 @@ class RecBench:
                 model, train_record = self.finetune(selected, seed, method == FULL, folder)
             ft_m = asdict(m)
             write_json(train_path, {"measurement": ft_m, "record": train_record})
+            fault_point("bench:train")
         with measure() as ev_m:
             metrics, per_user, rows = self.evaluate(model)
         write_jsonl(folder / "generations.jsonl", rows)
@@ -261,6 +264,7 @@ class RecBench:
             "device": self.device,
         }
         self.store.save(key, record)
+        fault_point("bench:run")
         del model
         _free_device_memory()
         return self.store.load(key)
@@ -417,6 +421,16 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return methods
 
 
+def _finished(bench: RecBench, methods: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Every finished run in the bench folder (also those of other processes sharing it), and the methods
+    in order: this call's first, then any others found."""
+    records = bench.store.records()
+    order = list(methods) + sorted({r["method"] for r in records} - set(methods))
+    rank = {m: i for i, m in enumerate(order)}
+    records.sort(key=lambda r: (r["seed"], rank[r["method"]]))
+    return records, order
+
+
 def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DEFAULT_METHODS,
                   seeds: Sequence[int] = (0, 1, 2), scale: RecScale | str = "tiny", backbone: str = "bigrec",
                   budget: int | None = None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
@@ -438,7 +452,9 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
         raise ValueError("seeds is empty")
     bench = RecBench(data, out, scale, backbone=backbone, budget=budget, device=device, cache_dir=cache_dir,
                      progress=progress, format=format, data_seed=data_seed)
-    ran = []
+    from tunesift.io.lock import FolderBusyError
+
+    ran, busy = [], []
     keys = [(m, s) for s in seeds for m in methods]  # seed-major: a stopped bench has every method's first seed
     t0 = time.perf_counter()
     for i, (method, seed) in enumerate(keys, 1):
@@ -446,13 +462,22 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
         if bench.store.is_done(key):
             log.info("[%d/%d] %s seed %d: done before, skipped", i, len(keys), method, seed)
             continue
-        log.info("[%d/%d] %s seed %d ...", i, len(keys), method, seed)
-        rec = bench.run(method, seed)
+        try:
+            with bench.store.claim(key):
+                if bench.store.is_done(key):  # finished by another process while we waited
+                    continue
+                log.info("[%d/%d] %s seed %d ...", i, len(keys), method, seed)
+                rec = bench.run(method, seed)
+        except FolderBusyError as e:
+            log.info("[%d/%d] %s seed %d: %s; skipped here", i, len(keys), method, seed, e)
+            busy.append(key)
+            continue
         ran.append(key)
         log.info("[%d/%d] %s seed %d: %s (%.0f s so far)", i, len(keys), method, seed,
                  ", ".join(f"{m} {rec[m]:.4f}" for m in bench.metric_names()), time.perf_counter() - t0)
-        bench.write([bench.store.load({"method": m, "seed": s}) for m, s in keys
-                     if bench.store.is_done({"method": m, "seed": s})], methods, command)
-    records = [bench.store.load({"method": m, "seed": s}) for m, s in keys]
-    files = bench.write(records, methods, command)
+        bench.write(*_finished(bench, methods), command)
+    records, order = _finished(bench, methods)
+    files = bench.write(records, order, command)
+    if busy:
+        log.info("%d run(s) were running in another process; rerun (or wait for it) to include them", len(busy))
     return RecBenchResult(records=records, out=bench.out, files=files, ran=ran)

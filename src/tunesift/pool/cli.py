@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tunesift.io.lock import LOCK_NAME, hold_lock
     from tunesift.io.tables import read_text_set
     from tunesift.pool import select_from_pool
     from tunesift.registry import POOL_METHODS
@@ -60,12 +63,13 @@ def run(args: argparse.Namespace) -> int:
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
     args._flags.check_unused(args, [args.method])
     method = POOL_METHODS.get(args.method).from_args(args, args._flags)
-    result = select_from_pool(
-        pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
-        pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
-        cache_dir=None if args.cache_dir == "none" else args.cache_dir, device=args.device,
-        out_dir=args.out, progress=not args.no_progress,
-    )
+    with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"):
+        result = select_from_pool(
+            pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
+            pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
+            cache_dir=None if args.cache_dir == "none" else args.cache_dir, device=args.device,
+            out_dir=args.out, progress=not args.no_progress,
+        )
     t = result.manifest["timings_s"]
     log.info("selected %d of %d with %s in %.1f s; wrote %s", args.budget, len(pool), args.method,
              t.get("total", 0.0), ", ".join(str(p) for p in result.paths.values()))

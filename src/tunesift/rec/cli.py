@@ -98,14 +98,16 @@ def load_data_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunesift.io.lock import LOCK_NAME, hold_lock
     from tunesift.rec.pipeline import select_samples
 
     apply_threads(args)
     settings, methods = rec_settings_from_args(args, args._flags, [args.method], args.backbone)
     data = load_data_from_args(args)
-    result = select_samples(data, args.budget, method=methods[args.method], seed=args.seed, out_dir=args.out,
-                            settings=settings, backbone=args.backbone, device=args.device,
-                            progress=not args.no_progress, max_users=args.max_users)
+    with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"):
+        result = select_samples(data, args.budget, method=methods[args.method], seed=args.seed, out_dir=args.out,
+                                settings=settings, backbone=args.backbone, device=args.device,
+                                progress=not args.no_progress, max_users=args.max_users)
     if not args.no_plot:
         try:
             from tunesift.rec.plot import plot_selection

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from tunesift.io.atomic import atomic_write, write_json
+from tunesift.io.faults import fault_point
 from tunesift.settings import setting
 
 log = logging.getLogger("tunesift")
@@ -74,11 +75,13 @@ class StageCache:
         with atomic_write(self.path(name, ".npy"), "wb") as f:
             np.save(f, np.asarray(array))
         write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
+        fault_point(f"stage:{name}")
 
     def mark(self, name: str, key: str, info: dict | None = None) -> None:
         """Record the key of a file saved by the caller (e.g. the surrogate checkpoint)."""
         if self.folder is not None:
             write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
+            fault_point(f"stage:{name}")
 
     def chunked(self, name: str, key: str, n: int, chunk: int,
                 compute: Callable[[slice], np.ndarray], progress: Callable[[int], None] | None = None) -> np.ndarray:

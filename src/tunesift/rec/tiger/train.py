@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tunesift.io.atomic import atomic_write
+from tunesift.io.faults import fault_point
 from tunesift.rec.tiger.model import Pairs, pad_batch, sample_losses
 
 log = logging.getLogger("tunesift")
@@ -178,6 +179,7 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
         if ckpt is not None:
             with atomic_write(ckpt, "wb") as f:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, f)
+            fault_point("tiger:epoch")
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     else:
