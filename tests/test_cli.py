@@ -105,3 +105,31 @@ def test_bad_device_or_out_is_refused_when_the_flag_is_read(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert message.format(path=path, file=file) in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written
+
+
+def test_the_parser_and_the_torch_free_methods_run_without_torch(tmp_path):
+    """torch is an extra: building the parser, reading, dsir/random and writing must not import it."""
+    script = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed (blocked by the test)")
+sys.meta_path.insert(0, NoTorch())
+from tunesift.cli import build_parser, main
+build_parser()
+assert "torch" not in sys.modules
+for method in ("dsir", "random"):
+    rc = main(["gotd", "--pool", sys.argv[1], "--target", sys.argv[2], "--budget", "5", "--out",
+               sys.argv[3] + "/" + method, "--method", method, "--no-progress"])
+    assert rc == 0, rc
+assert "torch" not in sys.modules
+"""
+    pool, target = tmp_path / "pool.jsonl", tmp_path / "target.jsonl"
+    pool.write_text("".join(json.dumps({"text": f"some text {i} word{i % 5}"}) + "\n" for i in range(40)))
+    target.write_text("".join(json.dumps({"text": f"word{i % 2} text"}) + "\n" for i in range(10)))
+    done = subprocess.run([sys.executable, "-c", script, str(pool), str(target), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for method in ("dsir", "random"):
+        assert (tmp_path / method / "selected.jsonl").exists()

@@ -4,6 +4,7 @@
 ``train``, ``effort`` and ``backbone`` (the :class:`tunesift.rec.backbone.Backbone`).
 """
 
-from tunesift.rec.tiger.backbone import Tiger, TigerFitSettings, TigerSettings
+from tunesift.rec.tiger.backbone import Tiger
+from tunesift.rec.tiger.settings import RQVAESettings, TigerFitSettings, TigerSettings
 
-__all__ = ["Tiger", "TigerFitSettings", "TigerSettings"]
+__all__ = ["RQVAESettings", "Tiger", "TigerFitSettings", "TigerSettings"]

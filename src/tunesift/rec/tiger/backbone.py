@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,8 +28,7 @@ import numpy as np
 
 from tunesift.io.atomic import atomic_write, write_json
 from tunesift.rec.backbone import REC_BACKBONES, Backbone, Chunked, Recommendations, RecScale
-from tunesift.rec.tiger.rqvae import RQVAESettings
-from tunesift.settings import setting
+from tunesift.rec.tiger.settings import RQVAESettings, TigerFitSettings, TigerSettings
 
 log = logging.getLogger("tunesift")
 
@@ -42,89 +41,6 @@ PAPER_GAMES = {
     "ccs": (0.0050, 0.0084, 0.0031, 0.0041),
     "dealrec": (0.0074, 0.0114, 0.0062, 0.0074),
 }
-PRECISIONS = ("float32", "bfloat16")
-
-
-@dataclass
-class TigerFitSettings:
-    """How TIGER is trained and ranks in ``bench rec``."""
-
-    lr: float = setting(1e-4, "AdamW learning rate after the warm-up (1e-3 and 3e-4 overfit 1,024 Games users "
-                                  "within the first epoch: validation Recall@10 0.0017-0.007 against 0.0196)")
-    weight_decay: float = setting(0.01, "AdamW weight decay")
-    batch_size: int = setting(256, "samples per optimizer step (the paper: 256)")
-    epochs: int = setting(200, "most training epochs (early stopping usually ends sooner)")
-    full_epochs: int | None = setting(None, "most epochs of `full` training (default: epochs)")
-    warmup_steps: int = setting(20, "optimizer steps of linear learning-rate warm-up")
-    max_grad_norm: float | None = setting(1.0, "clip the global gradient norm (none: no clipping)")
-    eval_every: int = setting(1, "epochs between validations")
-    patience: int = setting(10, "validations without a better Recall@K before stopping (0: never)")
-    max_val: int | None = setting(2000, "at most this many validation users (seeded sample; none: all)")
-    beams: int = setting(20, "beams of the constrained beam search (at least the largest K)")
-    eval_batch_size: int = setting(256, "users per beam-search batch", key=False)
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be positive, got {self.lr}")
-        for name in ("batch_size", "epochs", "eval_every", "beams", "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
-        for name in ("warmup_steps", "patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}")
-        for name in ("full_epochs", "max_val"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"`{name}` must be at least 1 or none, got {v}")
-
-
-@dataclass
-class TigerSettings:
-    """TIGER's semantic IDs, model and effort (the paper's values unless noted)."""
-
-    item_embedder: str | None = setting(None, "local Hugging Face sentence encoder of the item texts "
-                                              "(default: the packaged all-MiniLM-L6-v2)")
-    item_embeddings: str | None = setting(None, ".npy of precomputed item embeddings, row i = item i + 1")
-    rqvae: RQVAESettings = setting(default_factory=RQVAESettings, prefix="rqvae-",
-                                   help="the RQ-VAE that turns item embeddings into semantic IDs")
-    user_tokens: int = setting(2000, "user-id hashing buckets (the paper: 2000; 0: no user token)")
-    max_history: int = setting(20, "most recent items of a history the model reads (the paper: 20)")
-    d_model: int = setting(128, "model width (the paper: 128)")
-    d_kv: int = setting(64, "width of each attention head (the paper: 64)")
-    heads: int = setting(6, "attention heads (the paper: 6)")
-    d_ff: int = setting(1024, "feed-forward width (the paper: 1024)")
-    encoder_layers: int = setting(4, "encoder layers (the paper: 4)")
-    decoder_layers: int = setting(4, "decoder layers (the paper: 4)")
-    dropout: float = setting(0.1, "dropout (the paper: 0.1)")
-    precision: str = setting("float32", "float32, or bfloat16 autocast in effort, training and ranking (~1.5-2x "
-                                        "faster on chips with bf16 units)", choices=PRECISIONS)
-    effort_parameters: str | None = setting(None, "regex of TIGER parameters for the effort gradient (default: "
-                                                  "the last decoder layer's self-attention value matrix)")
-    effort_state: str = setting("init", "init: the seeded initial model few-shot training starts from; warm: "
-                                        "after effort_warm_epochs on all candidates", choices=("init", "warm"))
-    effort_warm_epochs: int = setting(1, "epochs of training on all candidates before a 'warm' effort")
-    effort_batch_size: int = setting(1024, "samples per effort forward/backward", key=False)
-    effort_chunk: int = setting(8192, "users per saved effort chunk (a crash loses at most one)", key=False)
-    fit: TigerFitSettings = setting(default_factory=TigerFitSettings, prefix="", bench_only=True,
-                                    help="training and ranking (bench rec)")
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "d_kv", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_history",
-                     "effort_warm_epochs", "effort_batch_size", "effort_chunk"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
-        if self.user_tokens < 0:
-            raise ValueError(f"`user_tokens` must be non-negative, got {self.user_tokens}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.effort_state not in ("init", "warm"):
-            raise ValueError(f"`effort_state` must be 'init' or 'warm', got {self.effort_state!r}")
-
-
 @REC_BACKBONES.register("tiger")
 class Tiger(Backbone):
     """TIGER trained from scratch on the selected users (see the module docstring)."""

@@ -44,63 +44,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunesift.rec.tiger.settings import RESEED_METHODS, RQVAESettings  # noqa: F401  (re-exported)
+
 log = logging.getLogger("tunesift")
 
-RESEED_METHODS = ("kmeans++", "uniform")
 
 
 # --------------------------------------------------------------------------------------------------
 # settings
-
-
-@dataclass
-class RQVAESettings:
-    """RQ-VAE architecture and training settings; defaults follow the paper where it gives them."""
-
-    levels: int = 3  # codes per item before disambiguation (the paper: 3 levels + 1 for collisions)
-    codebook_size: int = 256  # codewords per level (the paper: 256)
-    latent_dim: int = 32  # the quantised latent (the paper: 32)
-    hidden: tuple[int, ...] = (512, 256, 128)  # encoder widths d→512→256→128→latent, ReLU; decoder mirrored
-    commitment: float = 0.25  # β, weight of the commitment term (the paper: 0.25)
-    epochs: int = 100  # measured on 17k MiniLM item embeddings, 2 CPU threads: ~80 s, usage 1.0 at every
-    # level, 9% of items collide; longer runs keep improving the reconstruction and how often an item
-    # shares its first code with its nearest neighbour, while collisions creep up (the paper: 20k epochs)
-    batch_size: int = 1024  # items per step (the paper: 1024)
-    lr: float = 1e-3  # AdamW (the paper uses Adagrad at 0.4; AdamW at 1e-3 is the common re-implementation)
-    weight_decay: float = 1e-4  # AdamW's decoupled decay, on every parameter
-    kmeans_init: bool = True  # False: codebooks keep their random normal start (an ablation; many dead codes)
-    kmeans_iters: int = 20  # Lloyd iterations after k-means++ seeding, per level
-    kmeans_sample: int = 20000  # items whose residuals feed k-means (and dead-code re-seeding)
-    dead_code_every: int = 10  # epochs between dead-code checks: codes unused since the last check are
-    # re-seeded to current residuals of their level (0: never; without it level 1 keeps ~10% of its codes)
-    reseed: str = "kmeans++"  # how those residuals are drawn: "kmeans++" (D²-weighted, continuing from the
-    # live codewords) or "uniform"
-    standardize: bool = False  # z-score each input dimension (mean/std of the training embeddings) first
-    seed: int = 0  # initialisation, k-means sampling, shuffling and re-seeding all follow it
-
-    def __post_init__(self) -> None:
-        try:  # digit strings too, as command-line flags give them
-            self.hidden = tuple(int(h) if isinstance(h, str) and h.strip().isdigit() else h for h in self.hidden)
-        except TypeError:
-            raise ValueError(f"`hidden` must be a tuple of positive integers, got {self.hidden!r}") from None
-        for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters",
-                     "kmeans_sample"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in self.hidden):
-            raise ValueError(f"`hidden` must be a tuple of positive integers, got {self.hidden!r}")
-        if isinstance(self.dead_code_every, bool) or not isinstance(self.dead_code_every, (int, np.integer)) \
-                or self.dead_code_every < 0:
-            raise ValueError(f"`dead_code_every` must be a non-negative integer, got {self.dead_code_every!r}")
-        if self.reseed not in RESEED_METHODS:
-            raise ValueError(f"`reseed` must be one of {RESEED_METHODS}, got {self.reseed!r}")
-        if not self.commitment >= 0:
-            raise ValueError(f"`commitment` must be non-negative, got {self.commitment!r}")
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be positive, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay!r}")
 
 
 # --------------------------------------------------------------------------------------------------
