@@ -357,7 +357,11 @@ class RecBench:
             refs = [r for r in REFERENCES if r in ordered]
             comparisons = compare_methods(ordered, refs, seed=0)
             numbers[metric] = [c.to_dict() for c in comparisons]
-            parts.append(f"### {metric}\n\n" + markdown(comparisons, metric=metric))
+            significant = [f"{c.method} vs {r} {d.diff:+.4f} (p={d.p_value:.3f})" for c in comparisons
+                           for r, d in c.differences.items() if d.significant]
+            parts.append(f"### {metric}\n\n" + markdown(comparisons, metric=metric, references=refs)
+                         + "Significant (95% CI of the paired difference excludes 0): "
+                         + ("; ".join(significant) if significant else "none") + ".\n")
         return "\n".join(parts), numbers
 
     def write(self, records: list[dict], methods: Sequence[str], command: str = "") -> dict[str, Path]:

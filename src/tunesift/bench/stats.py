@@ -390,7 +390,8 @@ def _cell(name: str) -> str:
     return name.replace("|", "\\|")
 
 
-def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: int = 4) -> str:
+def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: int = 4,
+             references: Sequence[str] | None = None) -> str:
     """A Markdown table of ``compare_methods``'s results, and the smallest detectable difference.
 
     One line per method: seeds, ``mean [CI]`` of the metric, and per reference ``Δ [CI] p`` (method −
@@ -401,12 +402,14 @@ def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: 
         comparisons: from ``compare_methods``.
         metric: the metric's name for the header (e.g. "R@10").
         digits: decimals shown.
+        references: the order of the Δ columns (default: as first met in ``comparisons``).
     """
     if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
         raise ValueError(f"`digits` must be a non-negative integer, got {digits!r}")
     if not comparisons:
         return "(no methods)\n"
-    refs = list(dict.fromkeys(r for c in comparisons for r in c.differences))
+    found = list(dict.fromkeys(r for c in comparisons for r in c.differences))
+    refs = [r for r in (references or ()) if r in found] + [r for r in found if r not in (references or ())]
     first = comparisons[0].estimate
     level = f"{100 * first.confidence:g}%"
     f = f".{digits}f"
