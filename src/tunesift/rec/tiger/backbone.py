@@ -308,12 +308,12 @@ def _scales() -> dict[str, RecScale]:
             note="the paper's protocol with TIGER: all users, budget 1,024, all test users"),
         # `tunesift demo`: MovieLens-100K (751 users with training items), a smaller TIGER
         "demo": RecScale(
-            name="demo", n_users=None, n_test_users=None, budget=50, ks=(10, 20),
+            name="demo", n_users=300, n_test_users=None, budget=30, ks=(10, 20),
             stages={"lissa_depth": 1000},
             backbone=TigerSettings(rqvae=RQVAESettings(codebook_size=64), d_model=64, d_kv=32, heads=4, d_ff=256,
                                    encoder_layers=2, decoder_layers=2, max_history=10,
-                                   fit=TigerFitSettings(epochs=20, batch_size=128, patience=3, max_val=None)),
-            note="MovieLens-100K with a 2+2-layer, 64-wide TIGER: a few minutes on 2 cores"),
+                                   fit=TigerFitSettings(epochs=8, batch_size=128, patience=3, max_val=None)),
+            note="MovieLens-100K, 300 candidate users, a 2+2-layer, 64-wide TIGER: a few minutes on 2 cores"),
         "gpu": RecScale(
             name="gpu", n_users=None, n_test_users=None, budget=1024, ks=(10, 20),
             stages={"gradient_batch_size": 1024},
