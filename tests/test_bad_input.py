@@ -1,6 +1,7 @@
 """Bad input through the CLI: a non-zero exit, one message naming the file/line/flag, no traceback, nothing written."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,3 +82,69 @@ def test_a_model_folder_that_is_not_there_leaves_nothing_behind(tmp_path, capsys
                  "--tiger-item-embedder", str(tmp_path / "no-such-encoder"), "--no-progress"]) == 2
     assert "no-such-encoder: no such model folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _files(tmp_path):
+    (tmp_path / "ok.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"\n')
+    (tmp_path / "nofield.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n')
+    write_dealrec_folder(tmp_path / "games", n_users=6, n_items=8)
+
+
+GOTD = ["gotd", "--target", "{tmp}/ok.jsonl", "--budget", "1", "--no-progress"]
+DEALREC = ["dealrec", "--data", "{tmp}/games", "--budget", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    pytest.param([*GOTD, "--pool", "{tmp}/broken.jsonl", "--method", "random"],
+                 "broken.jsonl:3: invalid JSON", id="malformed-jsonl-line"),
+    pytest.param([*GOTD, "--pool", "{tmp}/nofield.jsonl", "--method", "random"],
+                 "nofield.jsonl:line 2: no field 'text'", id="missing-text-field"),
+    pytest.param([*GOTD, "--pool", "{tmp}/missing.jsonl", "--method", "random"],
+                 "missing.jsonl: no such file or folder", id="missing-input-file"),
+    pytest.param([*GOTD[:-3], "--budget", "5", "--pool", "{tmp}/ok.jsonl", "--method", "random"],
+                 "budget must be in 1..2", id="budget-larger-than-pool"),
+    pytest.param([*GOTD, "--pool", "{tmp}/ok.jsonl", "--embedder", "{tmp}/no-encoder"],
+                 "no-encoder: no such model folder", id="missing-embedder"),
+    pytest.param([*GOTD, "--pool", "{tmp}/ok.jsonl", "--method", "random", "--epsilon", "0.1"],
+                 "--epsilon applies to gotd only", id="flag-of-another-pool-method"),
+    pytest.param([*DEALREC, "--method", "random", "--lambda", "0.3"],
+                 "--lambda applies to dealrec, greedy only", id="flag-of-another-rec-method"),
+    pytest.param([*DEALREC, "--method", "random", "--tiger-rqvae-levels", "2"],
+                 "--tiger-rqvae-levels applies to tiger only", id="flag-of-another-backbone"),
+    pytest.param(["dealrec", "--data", "{tmp}/no-data", "--budget", "2"],
+                 "no-data: no such file or folder", id="missing-rec-data"),
+    pytest.param(["bench", "gotd", "--scale", "tiny", "--model", "{tmp}/no-model", "--methods", "random",
+                  "--budgets", "50", "--seeds", "1", "--no-progress"],
+                 "no-model: no such model folder", id="missing-bench-model"),
+])
+def test_bad_input_exits_2_naming_the_culprit_and_writes_nothing(tmp_path, capsys, argv, message):
+    _files(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / "out"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--out", str(out)]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no OUT, no cache
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_out_the_user_cannot_write_is_refused_when_the_flag_is_read(tmp_path, capsys):
+    _files(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as e:
+            main([*[a.replace("{tmp}", str(tmp_path)) for a in GOTD], "--pool", str(tmp_path / "ok.jsonl"),
+                  "--method", "random", "--out", str(locked / "out")])
+        assert e.value.code == 2
+        assert "is not writable by this user" in capsys.readouterr().err
+        assert not (locked / "out").exists()
+    finally:
+        locked.chmod(0o700)
