@@ -91,3 +91,21 @@ def test_every_rec_command_builds_its_flags_without_clashes():
         with pytest.raises(SystemExit) as e:
             parser.parse_args(argv)
         assert e.value.code == 0
+
+
+def test_a_setting_added_later_is_left_out_of_records_while_at_its_default():
+    from dataclasses import asdict
+
+    from tunesift.rec.tiger.settings import TigerFitSettings, TigerSettings
+    from tunesift.settings import key_fields, settings_record
+
+    default = TigerSettings()
+    record = settings_record(default)
+    assert "valid_users" not in record["fit"]  # so bench folders made before it existed stay valid
+    full = asdict(default)
+    del full["fit"]["valid_users"]
+    assert record == full
+    assert "valid_users" not in key_fields(default)["fit"]
+    changed = TigerSettings(fit=TigerFitSettings(valid_users="all"))
+    assert settings_record(changed)["fit"]["valid_users"] == "all"
+    assert key_fields(changed)["fit"]["valid_users"] == "all"

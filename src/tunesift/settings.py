@@ -5,7 +5,9 @@ settings as a dataclass validated in ``__post_init__``. The help text of a field
 ``field(metadata={"help": ...})`` or, when absent, its line in the class docstring's ``Attributes:``
 section; ``metadata={"flag": "--lambda"}`` renames a flag, ``{"cli": False}`` hides a field,
 ``{"key": False}`` marks a field that changes speed or memory but not results (batch sizes), so cache
-keys leave it out. Nested settings dataclasses become flags too, without a prefix of their own.
+keys leave it out; ``{"key": "unless-default"}`` a field added after caches and bench folders existed:
+at its default it does what came before, so it is left out of keys and records while at its default and
+those folders stay valid (:func:`settings_record`). Nested settings dataclasses become flags too, without a prefix of their own.
 
 :class:`FlagTable` adds the flags of many owners (methods, stages, backbones) to one parser. An owner's
 flags reach only that owner: values are stored under ``owner:field`` destinations, a flag shared by
@@ -26,7 +28,7 @@ _DEST_SEP = ":"
 
 
 def setting(default: Any = MISSING, help: str = "", *, flag: str | None = None, cli: bool = True,
-            key: bool = True, choices: Iterable[Any] | None = None, default_factory: Any = MISSING,
+            key: bool | str = True, choices: Iterable[Any] | None = None, default_factory: Any = MISSING,
             prefix: str = "", bench_only: bool = False) -> Any:
     """A dataclass field with its help text and flag options (see the module docstring).
 
@@ -239,15 +241,47 @@ def replace_settings(settings: Any, values: Mapping[str, Any]) -> Any:
     return dataclasses.replace(settings, **changes)
 
 
+UNLESS_DEFAULT = "unless-default"
+
+
+def _at_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not MISSING:
+        return value == f.default
+    return f.default_factory is not MISSING and value == f.default_factory()
+
+
 def key_fields(settings: Any) -> dict[str, Any]:
     """The fields that change results (``metadata["key"]`` not False), nested ones included."""
     out: dict[str, Any] = {}
     for f in fields(settings):
-        if not (f.metadata or {}).get("key", True):
-            continue
+        key = (f.metadata or {}).get("key", True)
         value = getattr(settings, f.name)
+        if not key or (key == UNLESS_DEFAULT and _at_default(f, value)):
+            continue
         out[f.name] = key_fields(value) if is_dataclass(value) else value
     return out
+
+
+def settings_record(settings: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` without the ``"unless-default"`` fields that are at their default: what a
+    manifest, a cache key or ``bench.json`` records, unchanged by settings added later at their default."""
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if (f.metadata or {}).get("key", True) == UNLESS_DEFAULT and _at_default(f, value):
+            continue
+        out[f.name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value):
+        return settings_record(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def field_names(cls: type) -> set[str]:

@@ -242,3 +242,25 @@ def test_dealrec_command_on_the_tiger_backbone(tmp_path):
     assert len(rows) == 5 and all(len(r["semantic_ids"]) == len(r["train_items"]) for r in rows)
     assert all(len(ids) == 4 for r in rows for ids in r["semantic_ids"])
     assert main([*argv, "--lora-r", "4"]) == 2  # a BIGRec flag with the TIGER backbone is refused
+
+
+def test_validation_users_of_the_pick_or_the_same_users_for_every_pick():
+    from types import SimpleNamespace
+
+    from tunesift.rec.tiger.backbone import validation_users
+    from tunesift.rec.tiger.settings import TigerFitSettings
+
+    valid = [[1] if u % 3 == 0 else [] for u in range(30)]  # users 0, 3, ..., 27 have a validation item
+    data = SimpleNamespace(n_users=30, valid=valid)
+    pick_a, pick_b = [1, 3, 4, 9, 10], [0, 6, 7, 8, 27, 28]
+    selected = TigerFitSettings(max_val=None)
+    assert validation_users(data, pick_a, selected, seed=0) == [3, 9]
+    assert validation_users(data, pick_b, selected, seed=0) == [0, 6, 27]
+    every = TigerFitSettings(max_val=None, valid_users="all")
+    assert validation_users(data, pick_a, every, seed=0) == list(range(0, 30, 3))
+    capped = TigerFitSettings(max_val=4, valid_users="all")
+    first = validation_users(data, pick_a, capped, seed=0)
+    assert len(first) == 4 and set(first) <= set(range(0, 30, 3)) and first == sorted(first)
+    assert validation_users(data, pick_b, capped, seed=5) == first  # the same users whatever the pick and seed
+    with pytest.raises(ValueError, match="valid_users"):
+        TigerFitSettings(valid_users="some")

@@ -58,11 +58,11 @@ class RecScale:
     note: str = ""
 
     def describe(self) -> dict:
-        from dataclasses import asdict
+        from tunesift.settings import settings_record
 
         return {"name": self.name, "n_users": self.n_users, "n_test_users": self.n_test_users,
                 "budget": self.budget, "ks": list(self.ks), "stages": dict(self.stages),
-                "backbone": asdict(self.backbone)}
+                "backbone": settings_record(self.backbone)}
 
 
 @dataclass
@@ -112,9 +112,9 @@ class Backbone:
 
     def describe(self) -> dict:
         """Identity and settings for manifests and bench files."""
-        from dataclasses import asdict
+        from tunesift.settings import settings_record
 
-        return {"name": self.name, "settings": asdict(self.settings)}
+        return {"name": self.name, "settings": settings_record(self.settings)}
 
     def protocol_notes(self) -> str:
         """One paragraph of Markdown on how the bench trains and ranks with this backbone (results.md)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +28,7 @@ import numpy as np
 from tunesift.io.atomic import atomic_write, write_json
 from tunesift.rec.backbone import REC_BACKBONES, Backbone, Chunked, Recommendations, RecScale
 from tunesift.rec.tiger.settings import RQVAESettings, TigerFitSettings, TigerSettings
+from tunesift.settings import settings_record
 
 log = logging.getLogger("tunesift")
 
@@ -147,11 +147,11 @@ class Tiger(Backbone):
     def effort_key(self, data: Any, users: Sequence[int], seed: int) -> dict | None:
         s = self.settings
         self._ready()
-        model_fields = {k: v for k, v in asdict(s).items() if k not in ("fit", "effort_batch_size", "effort_chunk")}
+        model_fields = {k: v for k, v in settings_record(s).items() if k not in ("fit", "effort_batch_size", "effort_chunk")}
         key = {"settings": model_fields, "ids": self.ids.info.get("embeddings"),
                "codes": _digest(self.ids.codes)}
         if s.effort_state == "warm":
-            key["fit"] = {k: v for k, v in asdict(s.fit).items() if k != "eval_batch_size"}
+            key["fit"] = {k: v for k, v in settings_record(s.fit).items() if k != "eval_batch_size"}
         return key
 
     def effort(self, data: Any, users: Sequence[int], seed: int, chunked: Chunked) -> tuple[np.ndarray, dict]:
@@ -195,7 +195,8 @@ class Tiger(Backbone):
     # ------------------------------------------------------------------------------------ training
 
     def train(self, data: Any, users: Sequence[int], seed: int, full: bool, folder: str | os.PathLike) -> tuple[Any, dict]:
-        """Train a fresh TIGER on the users' training samples, early-stopped on their validation users;
+        """Train a fresh TIGER on the users' training samples, early-stopped on validation users
+        (:func:`validation_users`);
         checkpointed every epoch in ``folder/checkpoint.pt`` (a killed run resumes), the best weights
         saved to ``folder/model.pt``."""
         import dataclasses
@@ -208,10 +209,7 @@ class Tiger(Backbone):
         if full and fit.full_epochs is not None:
             fit = dataclasses.replace(fit, epochs=fit.full_epochs)
         users = [int(u) for u in users]
-        with_valid = [u for u in users if data.valid[u]]
-        if fit.max_val is not None and len(with_valid) > fit.max_val:
-            keep = np.random.default_rng(seed).choice(len(with_valid), size=fit.max_val, replace=False)
-            with_valid = [with_valid[i] for i in sorted(keep)]
+        with_valid = validation_users(data, users, fit, seed)
         valid = self._pairs(data, with_valid, "valid")
         truth = [sorted(set(data.valid[u])) for u in with_valid]
         model = self.new_model(seed)
@@ -262,7 +260,8 @@ class Tiger(Backbone):
         return (f"TIGER from scratch: T5 {s.encoder_layers}+{s.decoder_layers} layers, d_model {s.d_model}, {s.heads} "
                 f"heads of {s.d_kv}, MLP {s.d_ff}, dropout {s.dropout}; history of {s.max_history} items, "
                 f"{s.user_tokens} user tokens; AdamW lr {f.lr}, batch {f.batch_size}, up to {f.epochs} epochs, "
-                f"patience {f.patience} on validation Recall@K (at most {f.max_val} validation users), "
+                f"patience {f.patience} on validation Recall@K (at most {f.max_val} validation users, "
+                f"{'every user with a validation item' if f.valid_users == 'all' else 'of the users trained on'}), "
                 f"{f.beams} beams, {s.precision}. Semantic IDs: RQ-VAE {s.rqvae.levels}x{s.rqvae.codebook_size} "
                 f"codes" + (f", usage per level {usage}, collision rate {ids.get('collision_rate', 0):.4f} (largest "
                             f"group {ids.get('max_group_size')})" if ids else "")
@@ -276,6 +275,23 @@ class Tiger(Backbone):
 
         return paper_markdown("DEALRec paper, Table 2, TIGER rows (Games, 1,024 samples; the paper reports no "
                               "full-training TIGER result):", PAPER_GAMES)
+
+
+def validation_users(data: Any, users: Sequence[int], fit: TigerFitSettings, seed: int) -> list[int]:
+    """The users whose validation items early stopping scores, at most ``fit.max_val`` of them.
+
+    ``valid_users="selected"``: the trained users that have a validation item, sampled with the run's seed;
+    ``"all"``: every user of the data set with one, sampled with seed 0, so every method and seed is
+    early-stopped on the same users whatever it picked.
+    """
+    if fit.valid_users == "all":
+        pool, seed = [u for u in range(data.n_users) if data.valid[u]], 0
+    else:
+        pool = [int(u) for u in users if data.valid[u]]
+    if fit.max_val is not None and len(pool) > fit.max_val:
+        keep = np.random.default_rng(seed).choice(len(pool), size=fit.max_val, replace=False)
+        pool = [pool[i] for i in sorted(keep)]
+    return pool
 
 
 def _ks(beams: int) -> tuple[int, ...]:
@@ -312,7 +328,8 @@ def _scales() -> dict[str, RecScale]:
             stages={"lissa_depth": 1000},
             backbone=TigerSettings(rqvae=RQVAESettings(codebook_size=64), d_model=64, d_kv=32, heads=4, d_ff=256,
                                    encoder_layers=2, decoder_layers=2, max_history=10,
-                                   fit=TigerFitSettings(epochs=8, batch_size=128, patience=3, max_val=None)),
+                                   fit=TigerFitSettings(epochs=8, batch_size=128, patience=3, max_val=None,
+                                                        valid_users="all")),
             note="MovieLens-100K, 300 candidate users, a 2+2-layer, 64-wide TIGER: a few minutes on 2 cores"),
         "gpu": RecScale(
             name="gpu", n_users=None, n_test_users=None, budget=1024, ks=(10, 20),

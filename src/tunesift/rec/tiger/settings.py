@@ -85,6 +85,10 @@ class TigerFitSettings:
     eval_every: int = setting(1, "epochs between validations")
     patience: int = setting(10, "validations without a better Recall@K before stopping (0: never)")
     max_val: int | None = setting(2000, "at most this many validation users (seeded sample; none: all)")
+    valid_users: str = setting(
+        "selected", "whose validation items early stopping reads: `selected` (the users trained on that have "
+        "one, as few as a handful in a small pick) or `all` (every user of the data set with one, the same "
+        "seeded sample for every method and seed)", choices=("selected", "all"), key="unless-default")
     beams: int = setting(20, "beams of the constrained beam search (at least the largest K)")
     eval_batch_size: int = setting(256, "users per beam-search batch", key=False)
 
@@ -98,6 +102,8 @@ class TigerFitSettings:
         for name in ("warmup_steps", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}")
+        if self.valid_users not in ("selected", "all"):
+            raise ValueError(f"`valid_users` must be 'selected' or 'all', got {self.valid_users!r}")
         for name in ("full_epochs", "max_val"):
             v = getattr(self, name)
             if v is not None and v < 1:
