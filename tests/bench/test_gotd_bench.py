@@ -1,4 +1,5 @@
-"""`tunesift bench gotd`: settings, leak guard, a tiny end-to-end grid, resumption and the CLI."""
+"""`tunesift bench gotd`: settings, leak guard, a tiny end-to-end grid (fine-tuned and zero-shot), per-example
+results and paired comparisons, resumption and the CLI."""
 
 from __future__ import annotations
 
@@ -129,6 +130,15 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, monkeypatch):
     md = files.markdown.read_text()
     assert "tunesift bench gotd --scale tiny" in md and "| dsir | 50 | 1 |" in md
     assert (tmp_path / "selections" / "method=dsir,seed=0" / "scores.parquet").exists()
+    # per-example correctness of the classifier's test predictions, and the paired comparisons built on it
+    _check_per_example(tmp_path, records, n_test=60)
+    paired = md.split("## Paired comparisons", 1)[1]
+    assert "### budget 50" in paired and "Δ vs none [95% CI]" in paired and "Δ vs random [95% CI]" in paired
+    assert "| dsir | 1 |" in paired and "Significant (95% CI of the paired difference excludes 0)" in paired
+    numbers = json.loads(files.json.read_text())["paired"]["50"]
+    assert [c["method"] for c in numbers] == ["dsir", "random", "none"]
+    assert set(numbers[0]["differences"]) == {"none", "random"}
+    assert numbers[0]["estimate"]["mean"] == pytest.approx(by["dsir"]["test_accuracy"])
 
     # resuming: nothing is redone, and more seeds only run the new units
     def fail(*a, **k):
@@ -140,6 +150,15 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, monkeypatch):
     # other comparable settings are refused
     with pytest.raises(ValueError, match="other settings"):
         _run(tmp_path, ["random"], label_budget=70)
+
+
+def _check_per_example(out, records, n_test):
+    """Every run saved (N,) correctness = (predicted == labels), whose mean is its test accuracy."""
+    for r in records:
+        with np.load(out / "runs" / f"method={r['method']},budget={r['budget']},seed={r['seed']}" / "per_example.npz") as z:
+            assert z["correct"].shape == (n_test,) and set(np.unique(z["correct"])) <= {0, 1}
+            assert np.array_equal(z["correct"], (z["predicted"] == z["labels"]).astype(np.uint8))
+            assert z["correct"].mean() == pytest.approx(r["test_accuracy"])
 
 
 def test_every_method_starts_from_the_same_warmed_head(tmp_path, monkeypatch):
@@ -270,3 +289,111 @@ def test_tunesift_bench_gotd_command_exists():
     except SystemExit:
         pytest.skip("`tunesift bench` (bench/cli.py) does not register gotd yet")
     assert args.func is bench_gotd.run_cli
+
+
+ZERO_SHOT = ["bench", "gotd", "--scale", "tiny", "--eval", "zero-shot", "--label-budget", "60", "--test-limit", "60",
+             "--lm-loss-texts", "30", "--pretrain-epochs", "1", "--max-length", "24", "--no-progress"]
+
+
+def test_zero_shot_bench_end_to_end_through_the_cli(tmp_path):
+    import torch
+    from transformers import AutoConfig
+
+    from tunesift.cli import main
+    from tunesift.warmup.classify import macro_f1
+
+    torch.set_num_threads(1)
+    out = tmp_path / "zs"
+    assert main(ZERO_SHOT + ["--methods", "dsir,random,none", "--budgets", "50", "--seeds", "2", "--out", str(out)]) == 0
+    assert AutoConfig.from_pretrained(out / "model").architectures == ["LlamaForCausalLM"]  # a tiny causal LM
+    records = json.loads((out / "results.json").read_text())["runs"]
+    # `none` is the starting model scored without labels: deterministic, so one run, not one per seed
+    assert sorted((r["method"], r["seed"]) for r in records) == [("dsir", 0), ("dsir", 1), ("none", 0),
+                                                                   ("random", 0), ("random", 1)]
+    by = {(r["method"], r["seed"]): r for r in records}
+    for r in records:
+        assert r["eval"] == "zero-shot" and r["labels_used"] == 0 and r["test_examples"] == 60
+        assert 0 <= r["test_accuracy"] <= 1 and np.isfinite(r["lm_loss_after"])
+    assert by[("dsir", 0)]["lm_loss_after"] < by[("none", 0)]["lm_loss_before"]  # pre-fine-tuned on the target domain
+    _check_per_example(out, records, n_test=60)
+    with np.load(out / "runs" / "method=random,budget=50,seed=1" / "per_example.npz") as z:
+        assert z["label_scores"].shape == (60, 2) and np.array_equal(z["predicted"], z["label_scores"].argmax(1))
+        # the synthetic task's metric is macro-F1: the main score is computed from the same predictions
+        assert by[("random", 1)]["test_score"] == pytest.approx(macro_f1(z["labels"], z["predicted"]))
+    md = (out / "results.md").read_text()
+    assert "(zero-shot)" in md and "test accuracy" in md and "Evaluation **zero-shot**" in md
+    assert '`"{text}\\nLabel:"`' in md and '`" label0"`' in md and "summed over its tokens" in md
+    assert "--eval zero-shot" in md
+    paired = md.split("## Paired comparisons", 1)[1]
+    assert "### budget 50" in paired and "Δ vs none [95% CI]" in paired and "| none | 1 |" in paired
+    settings = json.loads((out / "bench.json").read_text())
+    assert settings["eval"] == "zero-shot" and settings["length_norm"] == "sum"
+    assert settings["zero_shot_prompt"]["verbalizers"] == {"label0": " label0", "label1": " label1"}
+    # another prompt cannot resume into the same folder
+    assert main(ZERO_SHOT + ["--methods", "none", "--budgets", "50", "--seeds", "1", "--out", str(out),
+                             "--template", "{text} is"]) == 2
+
+
+def test_zero_shot_prompt_from_files_and_bad_ones_through_the_cli(tmp_path, capsys):
+    from tunesift.cli import main
+
+    good = tmp_path / "verbalizer.json"
+    good.write_text(json.dumps({"label1": " cue1", "label0": " cue0"}))
+    out = tmp_path / "own"
+    assert main(ZERO_SHOT + ["--methods", "none", "--budgets", "50", "--seeds", "1", "--out", str(out),
+                             "--template", "{text}\\nanswer:", "--verbalizer", str(good), "--length-norm", "mean"]) == 0
+    prompt = json.loads((out / "bench.json").read_text())["zero_shot_prompt"]
+    assert prompt == {"template": "{text}\nanswer:", "verbalizers": {"label0": " cue0", "label1": " cue1"},
+                      "source": str(good)}
+    assert "mean per token" in (out / "results.md").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"label0": " cue0"}))
+    cases = [(["--verbalizer", str(bad)], "bad.json: no verbalizer for label(s) 'label1'"),
+             (["--template", "no placeholder"], "--template: no {text} placeholder"),
+             (["--verbalizer", str(tmp_path / "nope.json")], "nope.json: no such verbalizer file")]
+    for flags, message in cases:
+        target = tmp_path / "bad-out"
+        assert main(ZERO_SHOT + ["--methods", "none", "--out", str(target)] + flags) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not target.exists()
+    assert main(["bench", "gotd", "--scale", "tiny", "--template", "{text}:", "--out", str(tmp_path / "ft")]) == 2
+    assert "--template applies to --eval zero-shot only" in capsys.readouterr().err
+
+
+def test_zero_shot_needs_a_causal_model_and_cpu_scale_defaults_to_smollm2(tmp_path):
+    from tunesift.warmup.tasks import synthetic_pool
+    from tunesift.warmup.tiny import build_tiny_model
+
+    c = GotdBenchConfig.from_scale("cpu", str(tmp_path), task="ag_news", pool="p.jsonl", eval="zero-shot")
+    assert c.model == "smollm2" and c.embedder == "minilm"
+    assert GotdBenchConfig.from_scale("cpu", str(tmp_path), task="ag_news", pool="p.jsonl").model == "minilm"
+    with pytest.raises(ValueError, match="--objective mlm does not apply"):
+        GotdBenchConfig.from_scale("tiny", str(tmp_path), eval="zero-shot", objective="mlm")
+    with pytest.raises(ValueError, match="`eval` must be one of"):
+        GotdBenchConfig.from_scale("tiny", str(tmp_path), eval="few-shot")
+    bert = build_tiny_model(tmp_path / "bert", synthetic_pool().texts[:200], objective="mlm", max_length=64)
+    with pytest.raises(ValueError, match="needs a causal LM"):
+        _run(tmp_path / "out", ["random"], model=str(bert), eval="zero-shot")
+    assert not (tmp_path / "out" / "bench.json").exists()
+
+
+SHARED_TEXT = __import__("pathlib").Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "text"
+
+
+@pytest.mark.skipif(not (SHARED_TEXT / "ag_news").is_dir(), reason="../shared/data/text/ag_news is absent")
+def test_ag_news_parts_are_disjoint_and_its_dev_test_texts_leave_the_pool():
+    import csv
+
+    from tunesift.warmup.tasks import load_task
+
+    task = load_task("ag_news", data_root=SHARED_TEXT)
+    assert (len(task.train), len(task.dev), len(task.test)) == (5320, 760, 1520)
+    parts = [set(split.texts) for split in (task.train, task.dev, task.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    # the pool's AG News rows as benchmarks/text_pool.py writes them (escaped backslashes kept)
+    with open(SHARED_TEXT / "ag_news" / "test.csv", encoding="utf-8", newline="") as f:
+        texts = [" ".join((r[1] + ". " + r[2]).split()) for r in csv.reader(f)]
+    assert sum("\\" in t for t in texts) > 500
+    _, kept, dropped = pool_rows(TextSet.from_texts(texts), task, None)
+    assert dropped == len(task.dev) + len(task.test) and len(kept) == len(task.train)

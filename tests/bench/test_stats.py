@@ -14,6 +14,7 @@ from tunesift.bench.stats import (
     compare_methods,
     markdown,
     paired_difference,
+    significant_differences,
 )
 
 # ---------------------------------------------------------------------------------------------------
@@ -348,3 +349,7 @@ def test_markdown_golden():
         "vs random 0.0025 (median over methods; max 0.0030).\n"
     )
     assert markdown([]) == "(no methods)\n"
+    assert significant_differences(comps) == ["dealrec vs random +0.0018 (p=0.012)"]
+    assert significant_differences(comps[:1]) == []
+    with pytest.raises(ValueError, match="`digits`"):
+        significant_differences(comps, digits=-1)

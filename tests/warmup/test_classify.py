@@ -90,6 +90,8 @@ def test_fine_tuning_learns_the_synthetic_task_and_keeps_the_best_epoch(bert_dir
     result = finetune_and_evaluate(bert_dir, task, config)
     assert result.test_score > 0.9  # chance is ~0.5
     assert result.labels_used == len(task.train) and result.test_examples == len(task.test)
+    assert result.test_predictions.shape == (len(task.test),)  # the per-example values of the paired statistics
+    assert score(task.metric, task.test.labels, result.test_predictions) == result.test_score
     dev_scores = [h["dev_score"] for h in result.history]
     assert len(dev_scores) == 6
     assert result.dev_score == max(dev_scores) and result.best_epoch == 1 + dev_scores.index(max(dev_scores))

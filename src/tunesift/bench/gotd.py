@@ -14,7 +14,22 @@ Protocol of one run (method, budget, seed):
 3. pre-fine-tuning: all the model's weights are trained on the selected texts with its own objective
    (small learning rate, linear warm-up and decay);
 4. LM loss on the target's test texts before and after (fixed masks);
-5. fine-tuning on the labelled examples, epoch chosen on the dev split, score on the test split.
+5. evaluation (``--eval``):
+
+   - ``finetune`` (default): fine-tuning a classifier on the labelled examples, epoch chosen on the dev
+     split, score on the test split (GOT-D's NLU tables);
+   - ``zero-shot``: no labels at all (the ``label_budget`` training texts are only the selection's
+     target): a causal LM (``--model smollm2``, SmolLM2-135M, or a local causal-LM folder) classifies the
+     test texts by the likelihood of each label's verbalizer after a prompt
+     (:mod:`tunesift.warmup.zeroshot`), as GOT-D's zero-shot AG News experiment does with GPT-2 XL.
+     Template, verbalizers and length normalisation are settings of the bench, recorded in its results;
+     ``none`` is then deterministic and runs once (first seed).
+
+Paired statistics (methods.md §3, :mod:`tunesift.bench.stats`): each run saves its per-test-example
+correctness (``per_example.npz`` next to ``result.json``); ``results.md`` gives, per budget, every
+method's accuracy with a 95% bootstrap CI and its paired difference to ``none`` and to ``random`` (same
+budget) on the same test texts, seeds averaged per example, with the p-value and the smallest detectable
+difference.
 
 A checkpoint without an LM head (all-MiniLM-L6-v2 ships a bare encoder) first gets a fresh head (seed 0)
 that is warmed up alone, encoder frozen, for a fixed number of steps on a fixed general sample of the pool
@@ -48,6 +63,8 @@ from tunesift.io.faults import fault_point
 log = logging.getLogger("tunesift")
 
 NO_PRETRAINING = "none"
+EVALS = ("finetune", "zero-shot")
+REFERENCES = (NO_PRETRAINING, "random")  # what every method's paired difference is taken against
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -86,8 +103,9 @@ class HashingEmbedder:
 class Scale:
     """Defaults of one bench size; every field can be overridden on the command line.
 
-    ``model`` is "tiny" (a 2-layer BERT built from a config with a word tokenizer fitted on the data),
-    "minilm" (the packaged all-MiniLM-L6-v2 encoder, given a fresh MLM head) or a local model folder.
+    ``model`` is "tiny" (a 2-layer BERT built from a config with a word tokenizer fitted on the data; a
+    2-layer Llama with ``--eval zero-shot``), "minilm" (the packaged all-MiniLM-L6-v2 encoder, given a fresh
+    MLM head; SmolLM2-135M, "smollm2", with ``--eval zero-shot``) or a local model folder.
     """
 
     name: str
@@ -170,6 +188,9 @@ class GotdBenchConfig:
     Attributes:
         methods: pool method names (``tunesift.registry.POOL_METHODS``) and/or ``none``.
         seeds: the seeds run (0..n-1 from the CLI's ``--seeds n``).
+        eval: "finetune" (a classifier on at most ``label_budget`` labels) or "zero-shot" (verbalizer
+            likelihoods of a causal LM, :mod:`tunesift.warmup.zeroshot`; ``template``, ``verbalizer`` and
+            ``length_norm`` apply to it only).
     """
 
     out: str
@@ -200,6 +221,11 @@ class GotdBenchConfig:
     head_warmup_steps: int = 200
     head_warmup_lr: float = 1e-3
     head_warmup_texts: int = 4000
+    # evaluation: "finetune" (a classifier on the labels) or "zero-shot" (verbalizer likelihoods, no labels)
+    eval: str = "finetune"
+    template: str | None = None  # zero-shot prompt with one {text} (None: the task's default)
+    verbalizer: str | None = None  # JSON file: label -> verbalizer (None: the task's default)
+    length_norm: str = "sum"  # zero-shot score: "sum" of the verbalizer's log-probs or their per-token "mean"
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
@@ -219,6 +245,8 @@ class GotdBenchConfig:
     def from_scale(cls, scale: str, out: str, **overrides: Any) -> "GotdBenchConfig":
         base = cls.scale_defaults(scale)
         base.update({k: v for k, v in overrides.items() if v is not None})
+        if base.get("eval") == "zero-shot" and overrides.get("model") is None and base["model"] == "minilm":
+            base["model"] = "smollm2"  # zero-shot needs a causal LM: the packaged one
         if base.get("task") is None:
             raise ValueError(f"--task is required at scale {scale!r} (a task name or a train/dev/test folder)")
         if base.get("pool") is None:
@@ -251,12 +279,34 @@ class GotdBenchConfig:
             raise ValueError(f"`head_warmup_texts` must be a positive integer, got {self.head_warmup_texts}")
         if not self.head_warmup_lr > 0:
             raise ValueError(f"`head_warmup_lr` must be positive, got {self.head_warmup_lr}")
+        if self.eval not in EVALS:
+            raise ValueError(f"`eval` must be one of {', '.join(EVALS)}, got {self.eval!r}")
+        from tunesift.warmup.zeroshot import LENGTH_NORMS, check_template
+
+        if self.length_norm not in LENGTH_NORMS:
+            raise ValueError(f"`length_norm` must be one of {', '.join(LENGTH_NORMS)}, got {self.length_norm!r}")
+        if self.eval == "finetune":
+            given = [f"--{k.replace('_', '-')}" for k in ("template", "verbalizer") if getattr(self, k) is not None]
+            given += ["--length-norm"] if self.length_norm != "sum" else []
+            if given:
+                raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --eval zero-shot only")
+        else:
+            if self.objective == "mlm":
+                raise ValueError("--eval zero-shot scores a causal LM: --objective mlm does not apply")
+            if self.template is not None:
+                check_template(self.template, "--template")
+            if self.verbalizer is not None and not Path(self.verbalizer).is_file():
+                raise FileNotFoundError(f"{self.verbalizer}: no such verbalizer file (--verbalizer: a JSON object "
+                                        "mapping each label to its verbalizer)")
 
     def comparable_settings(self) -> dict[str, Any]:
         """What must not change between a bench and its resumption (the grid itself may grow)."""
         d = asdict(self)
         for k in ("out", "methods", "budgets", "seeds", "device", "threads", "progress"):
             d.pop(k)
+        if self.eval == "finetune":  # as before --eval existed, so older bench folders still resume
+            for k in ("eval", "template", "verbalizer", "length_norm"):
+                d.pop(k)
         return d
 
 
@@ -265,7 +315,9 @@ class GotdBenchConfig:
 
 
 def _normalise(text: str) -> str:
-    return " ".join(text.split()).lower()
+    """The key two texts are "equal" under: case, spacing and backslashes ignored (AG News' reader turns
+    its escaped backslashes into spaces; ``benchmarks/text_pool.py`` keeps them)."""
+    return " ".join(text.replace("\\", " ").split()).lower()
 
 
 def load_pool(spec: str, text_field: str = "text"):
@@ -330,9 +382,10 @@ def make_embedder(spec: str, device: str, progress: bool):
     return HFEncoderEmbedder(None if spec == "minilm" else spec, device=device, progress=progress)
 
 
-def resolve_model(spec: str, out: Path, texts: Sequence[str], max_length: int) -> str:
+def resolve_model(spec: str, out: Path, texts: Sequence[str], max_length: int, objective: str = "mlm") -> str:
     """A local model folder: the packaged MiniLM encoder, the packaged SmolLM2-135M decoder (converted once
-    by :mod:`tunesift.rec.llm`), a tiny BERT built once into ``out/model``, or ``spec`` itself."""
+    by :mod:`tunesift.rec.llm`), a tiny model built once into ``out/model`` (a BERT, or with ``objective``
+    "causal" a Llama decoder; its word tokenizer fitted on ``texts``), or ``spec`` itself."""
     from tunesift.embed import default_model_path
     from tunesift.warmup.tiny import build_tiny_model
 
@@ -345,10 +398,11 @@ def resolve_model(spec: str, out: Path, texts: Sequence[str], max_length: int) -
     if spec == "tiny":
         folder = out / "model"
         if not (folder / "config.json").exists():
-            build_tiny_model(folder, texts, objective="mlm", max_length=max(max_length, 64), seed=0)
+            build_tiny_model(folder, texts, objective=objective, max_length=max(max_length, 64), seed=0)
         return str(folder)
     if not Path(spec).is_dir():
-        raise FileNotFoundError(f"{spec}: no such model folder (expected 'tiny', 'minilm' or a local folder)")
+        raise FileNotFoundError(f"{spec}: no such model folder (expected 'tiny', 'minilm', 'smollm2' or a local "
+                                "folder)")
     return spec
 
 
@@ -374,20 +428,43 @@ class GotdBench:
         self.dev = fixed_subset(self.task.dev, c.dev_limit)
         self.test = fixed_subset(self.task.test, c.test_limit)
         self.lm_texts = fixed_subset(self.task.test, c.lm_loss_texts).joined_texts()
-        self.model_path = resolve_model(c.model, self.out, self.pool.texts + self.task.train.joined_texts(),
-                                        c.max_length)
+        self.prompt = None
+        tokenizer_texts = self.pool.texts + self.task.train.joined_texts()
+        if c.eval == "zero-shot":
+            from tunesift.warmup.zeroshot import resolve_prompt
+
+            if self.task.test.text_pairs is not None:
+                raise ValueError(f"task {self.task.name!r} has sentence pairs: --eval zero-shot takes single texts")
+            self.prompt = resolve_prompt(self.task.name, self.task.label_names, c.template, c.verbalizer)
+            tokenizer_texts = tokenizer_texts + [self.prompt.fill("")] + list(self.prompt.verbalizers)
+        self.model_path = resolve_model(c.model, self.out, tokenizer_texts, c.max_length,
+                                        objective="causal" if c.eval == "zero-shot" else "mlm")
+        if c.eval == "zero-shot":
+            self._check_causal()
         from tunesift.bench.common import RunStore
 
         settings = c.comparable_settings()
         settings.update(task_info=self.task.describe(), pool_rows=len(self.pool),
                         pool_fingerprint=self.pool.fingerprint,
                         model_path=self.model_path if c.model not in ("tiny", "minilm", "smollm2") else c.model)
+        if self.prompt is not None:
+            settings["zero_shot_prompt"] = self.prompt.to_dict()
         self.store = RunStore(self.out, settings)
         self._pool_embeddings: np.ndarray | None = None
         self._embedder = None
         self._start_path: str | None = None
 
     # -- pieces ------------------------------------------------------------------------------------
+
+    def _check_causal(self) -> None:
+        from transformers import AutoConfig
+
+        from tunesift.warmup.pretrain import infer_objective
+
+        objective = infer_objective(AutoConfig.from_pretrained(self.model_path))
+        if objective != "causal" and self.config.objective != "causal":
+            raise ValueError(f"--eval zero-shot needs a causal LM, but {self.config.model} ({self.model_path}) is an "
+                             "encoder; use --model smollm2 or a local causal-LM folder")
 
     def labelled(self, seed: int):
         from tunesift.warmup.tasks import sample_labels
@@ -554,13 +631,14 @@ class GotdBench:
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def run_one(self, method: str, budget: int, seed: int, order: np.ndarray | None, selection_s: float) -> dict:
-        """One (method, budget, seed): pre-fine-tune on the top ``budget`` of ``order``, fine-tune, score."""
+        """One (method, budget, seed): pre-fine-tune on the top ``budget`` of ``order``, evaluate (a
+        fine-tuned classifier or zero-shot), score; the per-test-example results go to ``per_example.npz``."""
         from tunesift.bench.common import measure
-        from tunesift.warmup.classify import ClassifierConfig, finetune_and_evaluate
+        from tunesift.warmup.classify import accuracy, macro_f1
         from tunesift.warmup.pretrain import PretrainConfig, lm_loss, pretrain
 
         c = self.config
-        record: dict[str, Any] = {"metric": self.task.metric, "selection_s": selection_s}
+        record: dict[str, Any] = {"metric": self.task.metric, "eval": c.eval, "selection_s": selection_s}
         before = self.lm_loss_before()
         backbone = None
         with measure() as total:
@@ -580,19 +658,60 @@ class GotdBench:
             else:
                 after = before
                 record.update(pretrain_s=0.0, pretrain_steps=0)
-            ccfg = ClassifierConfig(learning_rate=c.finetune_lr, epochs=c.finetune_epochs,
-                                    batch_size=c.finetune_batch_size, max_length=c.max_length, seed=seed,
-                                    device=c.device)
-            with measure() as m_ft:
-                ft = finetune_and_evaluate(self.model_path, self.task, ccfg, train=self.labelled(seed),
-                                           backbone=backbone, dev=self.dev, test=self.test, progress=c.progress)
+            if c.eval == "zero-shot":
+                predictions, extra = self.evaluate_zero_shot(backbone, record)
+            else:
+                predictions, extra = self.evaluate_finetuned(backbone, seed, record)
+        labels = self.test.labels
         record.update(
-            test_score=ft.test_score, dev_score=ft.dev_score, best_epoch=ft.best_epoch, labels_used=ft.labels_used,
-            test_examples=ft.test_examples, lm_loss_before=before, lm_loss_after=after,
-            lm_loss_change=after - before, finetune_s=m_ft.seconds, total_s=total.seconds + selection_s,
-            peak_rss_mb=total.peak_rss_mb, peak_cuda_mb=total.peak_cuda_mb,
+            test_accuracy=accuracy(labels, predictions), test_macro_f1=macro_f1(labels, predictions),
+            lm_loss_before=before, lm_loss_after=after, lm_loss_change=after - before,
+            total_s=total.seconds + selection_s, peak_rss_mb=total.peak_rss_mb, peak_cuda_mb=total.peak_cuda_mb,
         )
+        self.save_per_example({"method": method, "budget": budget, "seed": seed}, predictions, **extra)
         return record
+
+    def evaluate_finetuned(self, backbone, seed: int, record: dict) -> tuple[np.ndarray, dict]:
+        """Fine-tune a classifier (on ``backbone`` if pre-fine-tuned) on the seed's labels; its test predictions."""
+        from tunesift.bench.common import measure
+        from tunesift.warmup.classify import ClassifierConfig, finetune_and_evaluate
+
+        c = self.config
+        ccfg = ClassifierConfig(learning_rate=c.finetune_lr, epochs=c.finetune_epochs, batch_size=c.finetune_batch_size,
+                                max_length=c.max_length, seed=seed, device=c.device)
+        with measure() as m_ft:
+            ft = finetune_and_evaluate(self.model_path, self.task, ccfg, train=self.labelled(seed), backbone=backbone,
+                                       dev=self.dev, test=self.test, progress=c.progress)
+        record.update(test_score=ft.test_score, dev_score=ft.dev_score, best_epoch=ft.best_epoch,
+                      labels_used=ft.labels_used, test_examples=ft.test_examples, finetune_s=m_ft.seconds)
+        return ft.test_predictions, {}
+
+    def evaluate_zero_shot(self, lm, record: dict) -> tuple[np.ndarray, dict]:
+        """Classify the test texts zero-shot with ``lm`` (None: the starting model); its predictions."""
+        from tunesift.bench.common import measure
+        from tunesift.warmup.zeroshot import ZeroShotConfig, classify
+
+        c = self.config
+        if lm is None:
+            lm = self.load_start_model()
+            lm.model.to(self._device())
+        with measure() as m_ev:
+            zs = classify(lm, self.test.texts, self.test.labels, self.prompt,
+                          ZeroShotConfig(length_norm=c.length_norm, max_length=c.max_length),
+                          metric=self.task.metric, progress=c.progress)
+        record.update(test_score=zs.score, labels_used=0, test_examples=len(self.test), eval_s=m_ev.seconds,
+                      truncated_texts=zs.truncated)
+        return zs.predictions, {"label_scores": zs.scores.astype(np.float32)}
+
+    def save_per_example(self, key: dict, predictions: np.ndarray, **extra: np.ndarray) -> None:
+        """``per_example.npz`` of one run: (N,) ``correct`` (0/1), ``predicted`` and ``labels`` of the test texts."""
+        from tunesift.io.atomic import atomic_write
+
+        labels = self.test.labels
+        predictions = np.asarray(predictions, dtype=np.int64)
+        with atomic_write(self.store.run_dir(key) / "per_example.npz", "wb") as f:
+            np.savez(f, correct=(predictions == labels).astype(np.uint8), predicted=predictions, labels=labels,
+                     **extra)
 
     # -- the grid ----------------------------------------------------------------------------------
 
@@ -601,6 +720,8 @@ class GotdBench:
         out = []
         for seed in c.seeds:
             for method in c.methods:
+                if method == NO_PRETRAINING and c.eval == "zero-shot" and seed != c.seeds[0]:
+                    continue  # the starting model scored without labels: the same for every seed
                 for budget in ([0] if method == NO_PRETRAINING else c.budgets):
                     out.append({"method": method, "budget": budget, "seed": seed})
         return out
@@ -661,6 +782,59 @@ class GotdBench:
             lines.append(f"| {method} | {budget} | " + ", ".join(f"{d} {100 * v:.0f}%" for d, v in best) + " |")
         return "\n".join(lines) + "\n"
 
+    def per_example(self, records: Sequence[dict]) -> tuple[dict[tuple[str, int], np.ndarray], int]:
+        """(method, budget) -> (seeds, N) per-test-example correctness (0/1) of the finished runs, and how
+        many finished runs have none (finished before runs saved it, or on other test texts)."""
+        out: dict[tuple[str, int], list[np.ndarray]] = {}
+        missing = 0
+        for r in sorted(records, key=lambda r: r["seed"]):
+            key = {"method": r["method"], "budget": r["budget"], "seed": r["seed"]}
+            path = self.store.run_dir(key) / "per_example.npz"
+            if not path.exists():
+                missing += 1
+                continue
+            with np.load(path) as z:
+                if not np.array_equal(z["labels"], self.test.labels):
+                    missing += 1
+                    continue
+                out.setdefault((r["method"], r["budget"]), []).append(z["correct"].astype(np.float64))
+        return {k: np.stack(v) for k, v in out.items()}, missing
+
+    def paired_tables(self, records: Sequence[dict]) -> tuple[str, dict]:
+        """Markdown of the paired comparisons (one table per budget: each method against ``none`` and
+        ``random`` at that budget, on the same test texts) and their numbers for results.json."""
+        from tunesift.bench.stats import compare_methods, markdown, significant_differences
+
+        c = self.config
+        values, missing = self.per_example(records)
+        parts, numbers = [], {}
+        for budget in c.budgets:
+            group = {m: values[(m, 0 if m == NO_PRETRAINING else budget)] for m in c.methods
+                     if (m, 0 if m == NO_PRETRAINING else budget) in values}
+            if not group or (set(group) == {NO_PRETRAINING} and budget != c.budgets[0]):
+                continue  # `none` alone: one table is enough
+            refs = [r for r in REFERENCES if r in group]
+            comparisons = compare_methods(group, refs, seed=0)
+            numbers[str(budget)] = [x.to_dict() for x in comparisons]
+            significant = significant_differences(comparisons)
+            parts.append(f"### budget {budget}\n\n" + markdown(comparisons, metric="accuracy", references=refs)
+                         + "Significant (95% CI of the paired difference excludes 0): "
+                         + ("; ".join(significant) if significant else "none") + ".\n")
+        if not parts:
+            return "", {}
+        n = len(self.test)
+        head = ("\n## Paired comparisons\n\nAccuracy (per-example correctness) on the same "
+                f"{n} test texts: bootstrap over the test texts (10,000 resamples), each method's correctness "
+                "averaged over its seeds per text; Δ = method − reference (`none`: no pre-fine-tuning; `random`: "
+                "the same budget). **Bold**: the 95% CI excludes 0. The interval does not include seed-to-seed "
+                "variation of a method as a whole (see the std in the table above).")
+        if self.task.metric != "accuracy":
+            head += (f" (The task's own metric, {self.task.metric}, is not a mean over examples: it is in the table "
+                     "above.)")
+        if missing:
+            head += f" {missing} finished run(s) without per-example results are left out."
+        return head + "\n\n" + "\n".join(parts), numbers
+
     def command(self) -> str:
         """The command that reproduces this bench (its resolved settings, flags in a fixed order)."""
         c = self.config
@@ -668,7 +842,7 @@ class GotdBench:
                  "--methods", ",".join(c.methods), "--budgets", ",".join(map(str, c.budgets)),
                  "--seeds", str(len(c.seeds)), "--out", c.out]
         default = GotdBenchConfig.scale_defaults(c.scale)
-        for name in TUNABLE + ("objective", "text_field"):
+        for name in TUNABLE + ("objective", "text_field", "eval", "template", "verbalizer", "length_norm"):
             value = getattr(c, name)
             if value != default.get(name, GotdBenchConfig.__dataclass_fields__[name].default):
                 parts += ["--" + name.replace("_", "-"), str(value)]
@@ -677,32 +851,54 @@ class GotdBench:
         return " ".join(shlex.quote(p) for p in parts)
 
     def write(self):
+        import json
+
         from tunesift.bench.common import plot_lines, summarize, write_results
 
         c = self.config
         wanted = {(u["method"], u["budget"], u["seed"]) for u in self.units()}
         records = [r for r in self.store.records() if (r["method"], r["budget"], r["seed"]) in wanted]
-        metric_label = f"test {self.task.metric}"
-        labels = {"test_score": metric_label, "dev_score": f"dev {self.task.metric}", "lm_loss_after": "LM loss after",
+        zero_shot = c.eval == "zero-shot"
+        metric_label = f"test {self.task.metric}" + (" (zero-shot)" if zero_shot else "")
+        labels = {"test_score": metric_label, "dev_score": f"dev {self.task.metric}", "test_accuracy": "test accuracy",
+                  "test_macro_f1": "test macro-F1", "lm_loss_after": "LM loss after",
                   "lm_loss_change": "LM loss change", "selection_s": "selection s", "pretrain_s": "pre-fine-tune s",
-                  "finetune_s": "fine-tune s", "total_s": "total s", "peak_rss_mb": "peak RSS MB"}
+                  "finetune_s": "fine-tune s", "eval_s": "zero-shot s", "total_s": "total s",
+                  "peak_rss_mb": "peak RSS MB"}
+        if zero_shot:
+            metrics = ["test_score"] + [m for m in ("test_accuracy", "test_macro_f1")
+                                        if m != f"test_{self.task.metric}"] + ["lm_loss_after", "lm_loss_change"]
+            cost = ["selection_s", "pretrain_s", "eval_s", "total_s", "peak_rss_mb"]
+            p = self.prompt
+            verbalizers = ", ".join(f"{n} → `{json.dumps(v)}`" for n, v in zip(p.label_names, p.verbalizers))
+            protocol = (f"Task **{self.task.name}** ({self.task.describe()['train']} train / {len(self.test)} test "
+                        f"examples scored; metric {self.task.metric}). Evaluation **zero-shot**: no labels; "
+                        f"{c.label_budget} unlabelled training texts per seed are the selection's target. Each "
+                        f"test text fills the template `{json.dumps(p.template)}`; the prediction is the label whose "
+                        f"verbalizer ({verbalizers}; {p.source}) has the highest log-likelihood after it "
+                        f"({'summed over its tokens' if c.length_norm == 'sum' else 'mean per token'}; texts cut "
+                        f"to {c.max_length} tokens). `none` (the starting model) is deterministic: one run.")
+            training = f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr} (causal LM, all weights)"
+        else:
+            metrics = ["test_score", "dev_score"] + (["test_accuracy"] if self.task.metric != "accuracy" else []) + [
+                "lm_loss_after", "lm_loss_change"]
+            cost = ["selection_s", "pretrain_s", "finetune_s", "total_s", "peak_rss_mb"]
+            protocol = (f"Task **{self.task.name}** ({self.task.describe()['train']} train / "
+                        f"{0 if self.dev is None else len(self.dev)} dev / {len(self.test)} test examples scored; "
+                        f"metric {self.task.metric}); at most {c.label_budget} labels per seed.")
+            training = (f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}; fine-tuning "
+                        f"{c.finetune_epochs} epochs at lr {c.finetune_lr}")
         notes = "\n".join([
             f"Command: `{self.command()}`",
             "",
-            f"Task **{self.task.name}** ({self.task.describe()['train']} train / "
-            f"{0 if self.dev is None else len(self.dev)} dev / {len(self.test)} test examples scored; metric "
-            f"{self.task.metric}); at most {c.label_budget} labels per seed. Pool: {len(self.pool)} rows "
-            f"({self.leaks_dropped} rows equal to dev/test texts dropped). Model: {c.model}; pre-fine-tuning "
-            f"{c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}; fine-tuning {c.finetune_epochs} epochs at lr "
-            f"{c.finetune_lr}; {c.max_length} tokens. Scale `{c.scale}`.",
+            f"{protocol} Pool: {len(self.pool)} rows ({self.leaks_dropped} rows equal to dev/test texts dropped). "
+            f"Model: {c.model}; {training}; {c.max_length} tokens. Scale `{c.scale}`.",
             "",
             "`budget` = pool examples pre-fine-tuned on (`none`: no pre-fine-tuning). LM loss = masked-LM (or "
             "next-token) loss on the task's test texts; `before` is that of the model every method starts from.",
         ])
         head_info = self.out / "cache" / "warm_head.json"
         if head_info.exists():
-            import json
-
             h = json.loads(head_info.read_text())
             if h["warmed"]:
                 notes += (f"\n\nThe checkpoint has no LM head: a fresh one (seed 0) was warmed up alone, encoder "
@@ -711,22 +907,20 @@ class GotdBench:
                           "every method, `none` included, starts from that model.")
         embed_info = self.out / "cache" / "pool_embeddings.json"
         if embed_info.exists():
-            import json
-
             e = json.loads(embed_info.read_text())
             notes += (f"\n\nPool embeddings for gotd/knn ({e['rows']} rows, `{e['source']}`): {e['seconds']:.1f} s, "
                       "computed once and shared; `selection s` is the ranking alone (once per method and seed, "
                       "shared by its budgets).")
-        files = write_results(self.out, records, group_by=["method", "budget"],
-                              metrics=["test_score", "dev_score", "lm_loss_after", "lm_loss_change"],
-                              title=f"GOT-D warm-up bench: {self.task.name}", settings=self.store.settings,
-                              order=c.methods, cost_metrics=["selection_s", "pretrain_s", "finetune_s", "total_s",
-                                                             "peak_rss_mb"],
-                              notes=notes, labels=labels)
         composition = self.composition_table(records)
+        appendix = ""
         if composition:
-            with open(files.markdown, "a", encoding="utf-8") as f:
-                f.write("\n## What each method picked (pool domains, mean share over seeds)\n\n" + composition)
+            appendix += "\n## What each method picked (pool domains, mean share over seeds)\n\n" + composition
+        paired, numbers = self.paired_tables(records)
+        appendix += paired
+        files = write_results(self.out, records, group_by=["method", "budget"], metrics=metrics,
+                              title=f"GOT-D warm-up bench: {self.task.name}" + (" (zero-shot)" if zero_shot else ""),
+                              settings=self.store.settings, order=c.methods, cost_metrics=cost, notes=notes,
+                              labels=labels, appendix=appendix, extra_json={"paired": numbers})
         if records:
             rows = summarize(records, ["method", "budget"], ["test_score", "lm_loss_after"], order=c.methods)
             flat = []
@@ -772,9 +966,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=None, help=f"runs per method and budget, seeds 0..N-1 ({scale})")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--model", default=None, help="'tiny', 'minilm', 'smollm2' (SmolLM2-135M, causal) or a local "
-                   "model folder; an encoder is pre-fine-tuned with masked LM, a decoder with causal LM (the scale's)")
+                   "model folder; an encoder is pre-fine-tuned with masked LM, a decoder with causal LM (the scale's; "
+                   "with --eval zero-shot, 'tiny' is a tiny Llama and the cpu/gpu scales use smollm2)")
     p.add_argument("--objective", default="auto", choices=["auto", "mlm", "causal"],
                    help="pre-fine-tuning objective (default: from the model)")
+    p.add_argument("--eval", default="finetune", choices=list(EVALS),
+                   help="finetune: a classifier fine-tuned on the labels after pre-fine-tuning; zero-shot: a causal LM "
+                   "classifies the test texts by the likelihood of each label's verbalizer after a prompt, no labels "
+                   "(GOT-D's zero-shot AG News experiment) (default: finetune)")
+    p.add_argument("--template", default=None, help="zero-shot prompt with one {text} placeholder, the verbalizer "
+                   "follows it, e.g. '{text}\\nTopic:' (a typed \\n is a newline; default: the task's: ag_news, sst-2, mr "
+                   "and cr have one)")
+    p.add_argument("--verbalizer", default=None, help="zero-shot verbalizers: a JSON file mapping each label (as in "
+                   "the task's data) to its continuation, e.g. {\"0\": \" negative\", \"1\": \" positive\"} "
+                   "(default: the task's)")
+    p.add_argument("--length-norm", default=None, choices=["sum", "mean"],
+                   help="zero-shot score of a verbalizer: the sum of its tokens' log-probabilities or their mean "
+                   "(default: sum)")
     p.add_argument("--embedder", default=None,
                    help=f"embeddings for gotd/knn: 'minilm', 'hash' or a local encoder ({scale})")
     p.add_argument("--pool-embeddings", default=None, help=".npy of the pool's embeddings, aligned with the pool "
@@ -808,7 +1016,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
     overrides = {k: getattr(args, k) for k in ("pool", "task", "threads") + TUNABLE}
     overrides.update(objective=args.objective, text_field=args.text_field, device=args.device,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, eval=args.eval, template=args.template, verbalizer=args.verbalizer,
+                     length_norm=args.length_norm)
+    if args.template is not None:
+        args.template = args.template.replace("\\n", "\n")  # a shell gives "\n" as two characters
+        overrides["template"] = args.template
     if args.methods is not None:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.budgets is not None:

@@ -45,6 +45,7 @@ __all__ = [
     "compare_methods",
     "markdown",
     "paired_difference",
+    "significant_differences",
 ]
 
 # Indices drawn per chunk when chunk_size is None: 2**22 int64 indices plus as many gathered float64
@@ -442,3 +443,12 @@ def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: 
         notes.append(f"Smallest detectable difference (two-sided {100 * (1 - first.confidence):g}%, "
                      f"{100 * power:g}% power): " + "; ".join(mdes) + ".")
     return "\n".join(lines + notes) + "\n"
+
+
+def significant_differences(comparisons: Sequence[Comparison], digits: int = 4) -> list[str]:
+    """``"method vs reference +0.0123 (p=0.004)"`` for every paired difference whose interval excludes 0,
+    in the order of ``comparisons`` and of each one's references."""
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise ValueError(f"`digits` must be a non-negative integer, got {digits!r}")
+    return [f"{c.method} vs {r} {d.diff:+.{digits}f} (p={d.p_value:.3f})" for c in comparisons
+            for r, d in c.differences.items() if d.significant]

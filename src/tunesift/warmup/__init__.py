@@ -4,9 +4,9 @@ GOT-D's claim (Kang et al., ICLR 2024) is that pre-fine-tuning on the pool examp
 fine-tuning on a small labelled set, beats doing the same with other picks or none. This package does the
 two steps and the measurements: :mod:`~tunesift.warmup.pretrain` (masked-LM / causal-LM pre-fine-tuning
 and the target-domain LM loss), :mod:`~tunesift.warmup.classify` (classifier fine-tuning and the tasks'
-metrics), :mod:`~tunesift.warmup.tasks` (target tasks by name or file) and
-:mod:`~tunesift.warmup.harness` (the two steps for one selection). ``tunesift bench gotd`` runs it over
-methods, budgets and seeds.
+metrics), :mod:`~tunesift.warmup.zeroshot` (zero-shot classification by a causal LM's likelihood of each
+label's verbalizer, GOT-D's zero-shot AG News evaluation) and :mod:`~tunesift.warmup.tasks` (target tasks
+by name or file). ``tunesift bench gotd`` runs it over methods, budgets and seeds.
 
 Importing this package does not import torch; the functions do, where they are used.
 """

@@ -175,6 +175,7 @@ class FinetuneResult:
     best_epoch: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    test_predictions: np.ndarray | None = None  # (test_examples,) predicted label ids
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -344,8 +345,10 @@ def finetune_and_evaluate(path: str | os.PathLike, task: ClassificationTask, con
     t0 = time.perf_counter()
     classifier = load_classifier(path, task.num_labels, seed=config.seed, backbone=backbone)
     training = train_classifier(classifier, train, config, dev=dev, metric=task.metric, progress=progress)
-    test_score = evaluate(classifier, test, task.metric, config.eval_batch_size, config.max_length)
+    predictions = predict(classifier, test, config.eval_batch_size, config.max_length)
+    test_score = score(task.metric, test.labels, predictions)
     kept = training.history[training.best_epoch - 1].get("dev_score") if training.history else None
     return FinetuneResult(metric=task.metric, test_score=test_score, dev_score=kept, labels_used=len(train),
                           test_examples=len(test), best_epoch=training.best_epoch,
-                          seconds=time.perf_counter() - t0, history=training.history)
+                          seconds=time.perf_counter() - t0, history=training.history,
+                          test_predictions=predictions)

@@ -8,7 +8,8 @@ SciBERT/DAPT, accuracy for the GLUE-style sentiment and entailment sets, Matthew
 binary F1 for MRPC, macro-F1 otherwise).
 
 Where a set ships without a labelled test split (GLUE's test labels are hidden; SentEval MR/CR and MAG
-come as two splits; AG News as one), the dev split serves as the test split, or a fixed split is cut.
+come as two splits; AG News as one), the dev split serves as the test split, or fixed seeded splits are
+cut (AG News: disjoint train / dev / test parts).
 """
 
 from __future__ import annotations
@@ -322,10 +323,12 @@ def _read_ag_news(path: Path) -> tuple[list[str], list[str], None]:
 @_register("ag_news")
 def _ag_news(root: Path) -> ClassificationTask:
     d = root / "ag_news"
-    # Only AG News' test file ships: a fixed 80/20 cut (seed 0) gives train and test.
-    train, test = _cut(_read_ag_news(d / "test.csv"), 0.2, seed=0)
-    task = _make_task("ag_news", "accuracy", str(d), {"train": train, "dev": None, "test": test},
-                      note="fixed 80/20 cut (seed 0) of the released test.csv")
+    # Only AG News' test file ships: fixed seeded cuts into disjoint parts: 20% test (seed 0), then 1/8 of
+    # the rest as dev (seed 1): 5,320 train (the target's texts are drawn from these) / 760 dev / 1,520 test.
+    rest, test = _cut(_read_ag_news(d / "test.csv"), 0.2, seed=0)
+    train, dev = _cut(rest, 1 / 8, seed=1)
+    task = _make_task("ag_news", "accuracy", str(d), {"train": train, "dev": dev, "test": test},
+                      note="fixed cuts of the released test.csv: 20% test (seed 0), 1/8 of the rest dev (seed 1)")
     classes = "".join(text_lines(d / "classes.txt")).split()
     if len(classes) == task.num_labels:
         task.label_names = [classes[int(n) - 1] for n in task.label_names]
