@@ -49,6 +49,28 @@ def test_gotd_command_writes_the_three_files(files, method):
     assert (out2 / "selected.jsonl").read_text() == (out / "selected.jsonl").read_text()
 
 
+def test_gotd_on_a_shard_folder_selects_as_on_the_single_file(files):
+    """--pool FOLDER: ids default to SHARD:ROW, selected rows come from the shards, the manifest lists them."""
+    tmp, pool, target, pe, te = files
+    shards = tmp / "shards"
+    shards.mkdir()
+    lines = pool.read_text().splitlines(keepends=True)
+    for k, (lo, hi) in enumerate([(0, 15), (15, 30), (30, 40)]):
+        (shards / f"part-{k}.jsonl").write_text("".join(lines[lo:hi]))
+    common = ["--target", str(target), "--budget", "5", "--method", "gotd", "--pool-embeddings", str(pe),
+              "--target-embeddings", str(te), "--no-progress", "--cache-dir", "none", "--device", "cpu"]
+    assert main(["gotd", "--pool", str(pool), "--out", str(tmp / "file"), *common]) == 0
+    assert main(["gotd", "--pool", str(shards), "--out", str(tmp / "shards-out"), *common]) == 0
+    one = pq.read_table(tmp / "file" / "scores.parquet").to_pydict()
+    sharded = pq.read_table(tmp / "shards-out" / "scores.parquet").to_pydict()
+    assert sharded["id"][:2] == ["part-0.jsonl:0", "part-0.jsonl:1"] and sharded["id"][15] == "part-1.jsonl:0"
+    assert sharded["rank"] == one["rank"] and sharded["gradient"] == one["gradient"]
+    assert (tmp / "shards-out" / "selected.jsonl").read_bytes() == (tmp / "file" / "selected.jsonl").read_bytes()
+    manifest = json.loads((tmp / "shards-out" / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["pool"]["shards"]] == [15, 15, 10]
+    assert "shards" not in json.loads((tmp / "file" / "manifest.json").read_text())["pool"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -86,6 +86,33 @@ def test_gotd_killed_after_embedding_resumes_to_the_same_bytes(tmp_path, encoder
     assert not list(out.glob(".*.tmp")) and not (out / ".tunesift.lock").exists()
 
 
+def test_gotd_on_shards_killed_between_embedding_chunks_resumes_at_the_next_chunk(tmp_path, encoder, texts):
+    from tunesift.cli import main
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    lines = (texts / "pool.jsonl").read_text().splitlines(keepends=True)
+    for k in range(3):  # part-0..2, 20 rows each: the pool's 60 rows in order
+        (shards / f"part-{k}.jsonl").write_text("".join(lines[20 * k:20 * (k + 1)]))
+    common = ["--target", texts / "target.jsonl", "--budget", 10, "--id-field", "id", "--embedder", encoder,
+              "--device", "cpu", "--no-progress", "--threads", 1, "--embed-chunk", 25]  # 3 chunks: 25, 25, 10
+    # the uninterrupted run, on the single file, in this process
+    assert main(list(map(str, ["gotd", "--pool", texts / "pool.jsonl", *common, "--out", tmp_path / "clean",
+                               "--cache-dir", tmp_path / "cache-clean"]))) == 0
+    args = ["gotd", "--pool", shards, *common, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"]
+    killed = tunesift(*args, fault="embeddings:part00001:KILL")  # right after the 2nd of 3 chunks was saved
+    assert killed.returncode == -9
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.chunks-25/*.npy"))) == 2
+    again = tunesift(*args)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 3 chunks (25 texts each) already in the cache; resuming at chunk 2" in again.stderr
+    assert "chunk 1 of 3 saved" not in again.stderr and "chunk 3 of 3 saved" in again.stderr
+    same_bytes(tmp_path / "out", tmp_path / "clean")  # shards = the file they were cut from; resumed = clean
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(s["path"], s["rows"]) for s in manifest["pool"]["shards"]] == [(f"part-{k}.jsonl", 20) for k in range(3)]
+    assert not list((tmp_path / "cache" / "embeddings").glob("*.chunks-*"))
+
+
 @pytest.fixture(scope="module")
 def rec_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")

@@ -4,7 +4,8 @@ An embedder is anything with ``model_id: str``, ``dim: int`` and ``embed(texts) 
 Three are provided: the packaged all-MiniLM-L6-v2 (offline, the default), any local Hugging Face
 encoder (attention-masked mean pooling), and precomputed ``.npy`` arrays aligned with the rows.
 Embeddings are cached keyed by the model and the exact texts, so a crashed or repeated run does not
-embed again.
+embed again. Large inputs are embedded in chunks, each saved when done, so a killed run resumes at the
+first unfinished chunk; the finished matrix is a ``.npy`` that readers open memory-mapped.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from tunesift.io.atomic import atomic_write
+from tunesift.io.atomic import atomic_npy, atomic_write
 from tunesift.io.faults import fault_point
 
 log = logging.getLogger("tunesift")
@@ -110,7 +112,11 @@ class HFEncoderEmbedder:
 
 
 def load_precomputed(path: str | os.PathLike, n_rows: int, what: str) -> np.ndarray:
-    """A (n_rows, d) float array from a .npy file, checked against the rows it must align with."""
+    """A (n_rows, d) float array from a .npy file, checked against the rows it must align with.
+
+    A float32 file stays memory-mapped (read-only; the OT solve reads it block by block), other float
+    dtypes are converted to float32 in memory. Every row is checked finite, a block at a time.
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such embeddings file")
@@ -124,11 +130,20 @@ def load_precomputed(path: str | os.PathLike, n_rows: int, what: str) -> np.ndar
         raise ValueError(f"{p}: {arr.shape[0]} {what} embeddings for {n_rows} {what} rows; they must align")
     if not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(f"{p}: {what} embeddings have dtype {arr.dtype}, expected floats")
-    arr = np.asarray(arr, dtype=np.float32)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{p}: {what} embedding row {int(np.flatnonzero(bad)[0])} has NaN or inf")
+    if arr.dtype != np.float32:
+        arr = np.asarray(arr, dtype=np.float32)
+    for start in range(0, arr.shape[0], BLOCK_ROWS):
+        bad = ~np.isfinite(arr[start:start + BLOCK_ROWS]).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{p}: {what} embedding row {start + int(np.flatnonzero(bad)[0])} has NaN or inf")
     return arr
+
+
+# rows checked or copied at once when walking a (possibly memory-mapped) matrix
+BLOCK_ROWS = 65536
+
+# texts embedded and saved per chunk: a killed run loses at most one chunk's work
+DEFAULT_CHUNK_ROWS = 65536
 
 
 def texts_key(model_id: str, texts: Sequence[str]) -> str:
@@ -143,18 +158,71 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TUNESIFT_CACHE", Path.home() / ".cache" / "tunesift"))
 
 
-def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Embed ``texts``, reading/writing ``cache_dir/embeddings/<key>.npy`` (key: model + texts)."""
+def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.PathLike | None = None,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """Embed ``texts``, reading/writing ``cache_dir/embeddings/<key>.npy`` (key: model + texts).
+
+    More than ``chunk_rows`` texts are embedded ``chunk_rows`` at a time, each chunk saved (atomically)
+    in ``<key>.chunks-<chunk_rows>/`` as soon as it is done, so a killed run resumes at the first
+    unfinished chunk; the chunks are then joined into ``<key>.npy`` (written through a memory map,
+    never whole in memory) and removed. With a cache the result is that file opened memory-mapped
+    (read-only); without one, an in-memory array.
+
+    Args:
+        embedder: ``model_id`` and ``embed(texts) -> (n, d)``.
+        texts: (N,) the texts, in row order.
+        cache_dir: the cache folder, or None for no cache.
+        chunk_rows: texts per saved chunk.
+
+    Returns:
+        (N, d) float32 embeddings.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     if cache_dir is None:
         return np.asarray(embedder.embed(texts), dtype=np.float32)
-    path = Path(cache_dir) / "embeddings" / f"{texts_key(embedder.model_id, texts)}.npy"
+    n = len(texts)
+    key = texts_key(embedder.model_id, texts)
+    path = Path(cache_dir) / "embeddings" / f"{key}.npy"
     if path.exists():
-        arr = np.load(path, allow_pickle=False)
-        if arr.shape[0] == len(texts):
-            log.info("embeddings: %d texts loaded from the cache (%s)", len(texts), path)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+        if arr.shape[0] == n:
+            log.info("embeddings: %d texts loaded from the cache (%s)", n, path)
             return arr
-    arr = np.asarray(embedder.embed(texts), dtype=np.float32)
-    with atomic_write(path, "wb") as f:
-        np.save(f, arr)
+    if n <= chunk_rows:
+        arr = np.asarray(embedder.embed(texts), dtype=np.float32)
+        with atomic_write(path, "wb") as f:
+            np.save(f, arr)
+    else:
+        _embed_in_chunks(embedder, texts, path, chunk_rows)
     fault_point("embeddings")
-    return arr
+    return np.load(path, allow_pickle=False, mmap_mode="r")
+
+
+def _embed_in_chunks(embedder: Embedder, texts: Sequence[str], path: Path, chunk_rows: int) -> None:
+    """Embed ``texts`` chunk by chunk into ``path.stem.chunks-<chunk_rows>/NNNNN.npy``, then join."""
+    n = len(texts)
+    parts = path.with_name(f"{path.stem}.chunks-{chunk_rows}")
+    count = -(-n // chunk_rows)
+    done = 0
+    while done < count and (parts / f"{done:05d}.npy").exists():
+        done += 1
+    if done:
+        log.info("embeddings: %d of %d chunks (%d texts each) already in the cache; resuming at chunk %d",
+                 done, count, chunk_rows, done)
+    for k in range(done, count):
+        chunk = np.asarray(embedder.embed(texts[k * chunk_rows:(k + 1) * chunk_rows]), dtype=np.float32)
+        with atomic_write(parts / f"{k:05d}.npy", "wb") as f:
+            np.save(f, chunk)
+        log.info("embeddings: chunk %d of %d saved", k + 1, count)
+        fault_point(f"embeddings:part{k:05d}")
+    first = np.load(parts / "00000.npy", allow_pickle=False, mmap_mode="r")
+    with atomic_npy(path, (n, first.shape[1]), np.float32) as out:
+        for k in range(count):
+            chunk = np.load(parts / f"{k:05d}.npy", allow_pickle=False, mmap_mode="r")
+            expected = min(chunk_rows, n - k * chunk_rows)
+            if chunk.shape != (expected, first.shape[1]):
+                raise ValueError(f"{parts / f'{k:05d}.npy'}: shape {chunk.shape}, expected "
+                                 f"({expected}, {first.shape[1]}); delete that file to embed the chunk again")
+            out[k * chunk_rows:k * chunk_rows + expected] = chunk
+    shutil.rmtree(parts, ignore_errors=True)

@@ -68,11 +68,58 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             f.write("\n")
 
 
-def write_parquet(path: str | os.PathLike, columns: dict[str, Any]) -> None:
-    """Write a dict of equal-length columns as one Parquet table."""
+# rows per Parquet row group (pyarrow's default): a table of up to this many rows is one group
+ROW_GROUP_ROWS = 1 << 20
+
+
+def write_parquet(path: str | os.PathLike, columns: dict[str, Any], row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    """Write a dict of equal-length columns as one Parquet table, ``row_group_rows`` rows at a time.
+
+    Each row group is converted to Arrow on its own, so a large pool's columns are never copied
+    whole (string ids above all); a table of at most ``row_group_rows`` rows is written exactly as
+    ``pyarrow.parquet.write_table`` would.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({k: (np.asarray(v) if not isinstance(v, list) else v) for k, v in columns.items()})
+    if row_group_rows < 1:
+        raise ValueError(f"row_group_rows must be at least 1, got {row_group_rows}")
+    cols = {k: (np.asarray(v) if not isinstance(v, list) else v) for k, v in columns.items()}
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns have different lengths: { {k: len(v) for k, v in cols.items()} }")
+    n = lengths.pop() if lengths else 0
     with atomic_write(path, "wb") as f:
-        pq.write_table(table, f)
+        writer = None
+        try:
+            for start in range(0, max(n, 1), row_group_rows):
+                part = pa.table({k: v[start:start + row_group_rows] for k, v in cols.items()})
+                if writer is None:
+                    writer = pq.ParquetWriter(f, part.schema)
+                writer.write_table(part)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+@contextlib.contextmanager
+def atomic_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any = np.float32) -> Iterator[np.ndarray]:
+    """A writable memory-mapped ``.npy`` of ``shape`` in a temporary sibling of ``path``, flushed,
+    fsynced and renamed onto ``path`` on success (for arrays too large to build in memory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        yield array
+        array.flush()
+        del array
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

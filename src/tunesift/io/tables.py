@@ -1,18 +1,23 @@
-"""Read a user's examples from JSONL, CSV/TSV, Parquet or a saved Hugging Face dataset.
+"""Read a user's examples from JSONL, CSV/TSV, Parquet or a saved Hugging Face dataset, or from a
+folder or glob of JSONL / CSV / TSV / Parquet shards.
 
-Every malformed row fails with the file, the line (or row) and the reason; nothing fails deep inside
-numpy or pandas.
+Every malformed row fails with the file (the shard), the line (or row) and the reason; nothing fails
+deep inside numpy or pandas. A sharded set keeps only the texts and ids in memory: its rows' other
+fields are read back from the shards when asked for (:class:`ShardRecords`).
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import glob
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "hf")
 
@@ -22,11 +27,15 @@ class TextSet:
     """Rows of one input file, with the text of each and a unique id.
 
     Attributes:
-        path: where the rows came from.
-        records: the rows with all their original fields, in file order.
+        path: where the rows came from (a file, a folder of shards or a glob).
+        records: the rows with all their original fields, in file order (a list, or for shards a
+            :class:`ShardRecords` that reads them back from the files).
         texts: ``records[i][text_field]``.
-        ids: ``records[i][id_field]``, or the 0-based row number when no id field is given.
-        fingerprint: sha256 of the file's bytes (or of the rows for an in-memory set).
+        ids: ``records[i][id_field]``, or when no id field is given the 0-based row number (one file)
+            or ``"<shard path relative to the folder>:<0-based row in the shard>"`` (shards).
+        fingerprint: sha256 of the file's bytes (or of the rows for an in-memory set; for shards,
+            of the shards' names and fingerprints).
+        extra: ``{"shards": [{"path", "format", "rows", "fingerprint"}, ...]}`` for sharded sets.
     """
 
     path: str
@@ -52,11 +61,17 @@ class TextSet:
             out.append(r[name])
         return out
 
+    def take(self, indices: Sequence[int]) -> list[dict]:
+        """The rows at ``indices``, in that order (for shards: each shard read once)."""
+        if isinstance(self.records, ShardRecords):
+            return self.records.take(indices)
+        return [self.records[i] for i in indices]
+
     def subset(self, indices: Sequence[int]) -> "TextSet":
         idx = list(indices)
         return TextSet(
             path=self.path,
-            records=[self.records[i] for i in idx],
+            records=self.take(idx),
             texts=[self.texts[i] for i in idx],
             ids=[self.ids[i] for i in idx],
             text_field=self.text_field,
@@ -237,27 +252,160 @@ def read_records(path: str | os.PathLike, format: str | None = None) -> tuple[li
     return rows, lines, fmt
 
 
-def read_text_set(
-    path: str | os.PathLike,
-    text_field: str = "text",
-    id_field: str | None = None,
-    format: str | None = None,
-    name: str = "input",
-) -> TextSet:
-    """Read a file into a :class:`TextSet`, checking every row.
+SHARD_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 
-    Args:
-        path: a .jsonl/.csv/.tsv/.parquet file or a saved Hugging Face dataset folder (``PATH:SPLIT``
-            picks one split of a DatasetDict).
-        text_field: the field holding the text of each row.
-        id_field: the field holding a unique id; the 0-based row number when None.
-        name: what the set is, for error messages ("pool", "target").
+
+@dataclass(frozen=True)
+class Shard:
+    """One file of a sharded set: where it is, how to read it, and its rows' place in the set.
+
+    Attributes:
+        path: the file.
+        name: its path relative to the folder (or to the glob's fixed prefix), with ``/``.
+        format: one of :data:`SHARD_FORMATS`.
+        start: index in the whole set of its first row.
+        rows: how many rows it holds.
+        fingerprint: sha256 of its bytes.
     """
-    rows, lines, fmt = read_records(path, format)
-    where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
-    if not rows:
-        raise ValueError(f"{path}: the {name} is empty (no rows)")
-    texts, ids, seen = [], [], {}
+
+    path: Path
+    name: str
+    format: str
+    start: int
+    rows: int
+    fingerprint: str
+
+
+class ShardRecords(Sequence):
+    """The rows of a sharded set, read back from the shards instead of held in memory.
+
+    Indexing one row reads its shard (the last shard read is kept, so a scan in row order reads each
+    shard once); :meth:`take` reads each shard it needs once; iterating streams the shards in order.
+    """
+
+    def __init__(self, shards: Sequence[Shard]):
+        self.shards = list(shards)
+        self._starts = [s.start for s in self.shards]
+        self._n = self.shards[-1].start + self.shards[-1].rows if self.shards else 0
+        self._cached: tuple[int, list[dict]] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _rows(self, k: int) -> list[dict]:
+        if self._cached is None or self._cached[0] != k:
+            shard = self.shards[k]
+            rows, _, _ = read_records(shard.path, shard.format)
+            if len(rows) != shard.rows:
+                raise ValueError(f"{shard.path}: now holds {len(rows)} rows, {shard.rows} when it was read; "
+                                 "the shard changed during the run")
+            self._cached = (k, rows)
+        return self._cached[1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, row within the shard) of row ``index`` of the set."""
+        if not -self._n <= index < self._n:
+            raise IndexError(f"row {index} out of range for {self._n} rows")
+        index %= self._n
+        k = bisect.bisect_right(self._starts, index) - 1
+        return k, index - self.shards[k].start
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.take(range(*index.indices(self._n)))
+        k, row = self.locate(int(index))
+        return self._rows(k)[row]
+
+    def __iter__(self) -> Iterator[dict]:
+        for k in range(len(self.shards)):
+            yield from self._rows(k)
+
+    def take(self, indices: Iterable[int]) -> list[dict]:
+        """The rows at ``indices`` in that order; each shard holding one of them is read once."""
+        wanted = [self.locate(int(i)) for i in indices]
+        by_shard: dict[int, list[int]] = {}
+        for k, row in wanted:
+            by_shard.setdefault(k, []).append(row)
+        found: dict[tuple[int, int], dict] = {}
+        for k in sorted(by_shard):
+            rows = self._rows(k)
+            for row in by_shard[k]:
+                found[(k, row)] = rows[row]
+        return [found[w] for w in wanted]
+
+
+def _natural_key(name: str) -> list:
+    """``part-2`` before ``part-10``: digit runs compare as numbers (str and int alternate)."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", name))]
+
+
+def _detect_format_or_none(path: Path) -> str | None:
+    try:
+        return _detect_format(path)
+    except ValueError:
+        return None
+
+
+def _shard_format(path: Path) -> str | None:
+    fmt = _detect_format_or_none(path)
+    return fmt if fmt in SHARD_FORMATS else None
+
+
+def _hidden(name: str) -> bool:
+    # Spark/Hive markers (_SUCCESS, .part-0.crc) and editors' files are not data
+    return any(part.startswith((".", "_")) for part in name.split("/"))
+
+
+def shard_files(spec: str | os.PathLike) -> list[tuple[Path, str, str]] | None:
+    """The shards named by ``spec``: (file, name relative to the folder / glob prefix, format), in
+    natural order of the names; None when ``spec`` is one file or a saved Hugging Face dataset.
+
+    A folder is searched recursively; files and folders whose name starts with ``.`` or ``_`` are
+    skipped. Raises ``FileNotFoundError`` for a glob that matches no file and ``ValueError`` for a
+    folder without shards, a file that is not a table, or shards of more than one format.
+    """
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir():
+        if _detect_format_or_none(path) == "hf":
+            return None
+        base = path
+        candidates = [p for p in path.rglob("*") if p.is_file()]
+        what = f"{path}: a folder"
+    elif not path.exists() and glob.has_magic(text):
+        parts = Path(text).parts
+        fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        base = Path(*parts[:fixed]) if fixed else Path(".")
+        candidates = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+        if not candidates:
+            raise FileNotFoundError(f"{text}: the glob matches no file")
+        what = f"{text}: the glob"
+    else:
+        return None
+    shards, unknown = [], []
+    for p in candidates:
+        name = p.relative_to(base).as_posix()
+        if _hidden(name):
+            continue
+        fmt = _shard_format(p)
+        (shards if fmt else unknown).append((p, name, fmt))
+    if unknown:
+        raise ValueError(f"{unknown[0][0]}: not a .jsonl, .csv, .tsv or .parquet shard ({what} of shards may "
+                         "hold nothing else; move it out or name the shards with a glob)")
+    if not shards:
+        raise ValueError(f"{what} with no .jsonl, .csv, .tsv or .parquet shards in it")
+    formats = sorted({fmt for _, _, fmt in shards})
+    if len(formats) > 1:
+        first = {fmt: next(n for _, n, f in shards if f == fmt) for fmt in formats}
+        raise ValueError(f"{what} mixes shard formats ({', '.join(f'{f}: {first[f]}' for f in formats)}); "
+                         "one set must be one format")
+    return sorted(shards, key=lambda s: _natural_key(s[1]))
+
+
+def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, text_field: str,
+                   id_field: str | None, seen: dict, row_id=None) -> tuple[list[str], list[Any]]:
+    """Check every row's text (and id) field; ``seen`` maps ids to where they were first met."""
+    texts, ids = [], []
     for i, (row, line) in enumerate(zip(rows, lines)):
         if text_field not in row:
             raise ValueError(
@@ -268,15 +416,74 @@ def read_text_set(
         if not isinstance(text, str):
             raise ValueError(f"{path}:{where} {line}: field {text_field!r} is {type(text).__name__}, expected a string")
         if id_field is None:
-            rid = i
+            rid = i if row_id is None else row_id(i)
         else:
             if id_field not in row or row[id_field] is None:
                 raise ValueError(f"{path}:{where} {line}: no field {id_field!r} for --id-field")
             rid = row[id_field]
             if rid in seen:
-                raise ValueError(f"{path}:{where} {line}: id {rid!r} repeats {where} {seen[rid]}; ids must be unique")
-            seen[rid] = line
+                first_path, first_line = seen[rid]
+                at = f"{where} {first_line}" if first_path == path else f"{first_path}:{where} {first_line}"
+                raise ValueError(f"{path}:{where} {line}: id {rid!r} repeats {at}; ids must be unique")
+            seen[rid] = (path, line)
         texts.append(text)
         ids.append(rid)
+    return texts, ids
+
+
+def read_text_set(
+    path: str | os.PathLike,
+    text_field: str = "text",
+    id_field: str | None = None,
+    format: str | None = None,
+    name: str = "input",
+) -> TextSet:
+    """Read a file, or a folder or glob of shards, into a :class:`TextSet`, checking every row.
+
+    Args:
+        path: a .jsonl/.csv/.tsv/.parquet file, a saved Hugging Face dataset folder (``PATH:SPLIT``
+            picks one split of a DatasetDict), or a folder / glob (``shards/part-*.parquet``) of shards
+            of one of those four formats, read in natural order of their names (``part-2`` before
+            ``part-10``), one shard in memory at a time.
+        text_field: the field holding the text of each row.
+        id_field: the field holding a unique id (unique across shards); when None, the 0-based row
+            number (one file) or ``"<shard name>:<row in the shard>"`` (shards: stable when shards are
+            added).
+        name: what the set is, for error messages ("pool", "target").
+    """
+    shards = None if format is not None else shard_files(path)
+    if shards is not None:
+        return _read_shards(str(path), shards, text_field, id_field, name)
+    rows, lines, fmt = read_records(path, format)
+    where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
+    if not rows:
+        raise ValueError(f"{path}: the {name} is empty (no rows)")
+    texts, ids = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, {})
     return TextSet(path=str(path), records=rows, texts=texts, ids=ids, text_field=text_field,
                    id_field=id_field, fingerprint=_fingerprint(_resolve(path)[0]))
+
+
+def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str, id_field: str | None,
+                 name: str) -> TextSet:
+    texts: list[str] = []
+    ids: list[Any] = []
+    shards: list[Shard] = []
+    seen: dict = {}
+    total = hashlib.sha256()
+    for path, shard_name, fmt in files:
+        rows, lines, _ = read_records(path, fmt)
+        where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
+        t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, seen,
+                              row_id=lambda r, s=shard_name: f"{s}:{r}")
+        fingerprint = _fingerprint(path)
+        shards.append(Shard(path=path, name=shard_name, format=fmt, start=len(texts), rows=len(rows),
+                            fingerprint=fingerprint))
+        total.update(f"{shard_name}\0{fingerprint}\0".encode())
+        texts.extend(t)
+        ids.extend(i)
+        del rows, lines  # one shard's rows in memory at a time
+    if not texts:
+        raise ValueError(f"{spec}: the {name} is empty (its {len(files)} shards hold no rows)")
+    info = [{"path": s.name, "format": s.format, "rows": s.rows, "fingerprint": s.fingerprint} for s in shards]
+    return TextSet(path=spec, records=ShardRecords(shards), texts=texts, ids=ids, text_field=text_field,
+                   id_field=id_field, fingerprint=total.hexdigest(), extra={"shards": info})

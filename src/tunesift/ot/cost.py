@@ -5,13 +5,98 @@ per block of rows, the same formula as ott-jax's ``PointCloud``). A :class:`Bloc
 solvers ``-C/epsilon`` one block of rows at a time, either recomputed on the fly (memory
 O((N + M) d + block_size M)) or read from a stored copy when a memory budget allows it (faster: no
 matrix product per iteration).
+
+The first point cloud may also stay on the host as :class:`HostRows` (e.g. a memory-mapped ``.npy``
+of the pool's embeddings): every pass then reads it one block of rows at a time, converted to the
+solver's dtype and device per block, so memory is O(M d + block_size (d + M)) whatever N is.
 """
 
 from __future__ import annotations
 
+import mmap
 from typing import Iterator
 
+import numpy as np
 import torch
+
+_FOLIO_BYTES = 2 << 20
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+class HostRows:
+    """An (N, d) array kept on the host and handed to the solvers one block of rows at a time.
+
+    Slicing rows (``rows[start:stop]``) returns a new (stop - start, d) tensor of ``dtype`` on
+    ``device``, copied from the array; nothing else of it is converted or held. For a read-only
+    memory map (``np.load(path, mmap_mode="r")``) the pages of the rows just copied are released from
+    the process again (``madvise(MADV_DONTNEED)``; they stay in the page cache), so a sweep over a
+    matrix larger than memory keeps the resident memory at one block.
+
+    Args:
+        array: (N, d) floating-point numpy array or memmap.
+        dtype: the tensors' dtype (default: float64 for a float64 array, else float32).
+        device: the tensors' device.
+    """
+
+    def __init__(self, array: np.ndarray, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+        if not isinstance(array, np.ndarray) or array.ndim != 2:
+            raise ValueError(f"HostRows needs a 2-D numpy array (n, d), got {type(array).__name__} of shape "
+                             f"{getattr(array, 'shape', None)}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"HostRows needs floats, got dtype {array.dtype}")
+        if dtype is None:
+            dtype = torch.float64 if array.dtype == np.float64 else torch.float32
+        if dtype not in _NUMPY_DTYPES:
+            raise ValueError(f"HostRows dtype must be a float dtype, got {dtype}")
+        self.array = array
+        self.dtype = dtype
+        self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0", as tensors report it
+        self.shape = torch.Size(array.shape)
+        self._row_bytes = array.strides[0]
+        self._mmap, self._offset = self._find_mmap(array)
+
+    @staticmethod
+    def _find_mmap(array: np.ndarray) -> tuple[mmap.mmap | None, int]:
+        """The read-only mapping behind ``array`` and the array's byte offset in it, if any."""
+        mm = getattr(array, "_mmap", None)
+        if (not isinstance(array, np.memmap) or mm is None or getattr(array, "mode", None) != "r"
+                or not array.flags.c_contiguous or not hasattr(mmap, "MADV_DONTNEED")):
+            return None, 0
+        view = np.frombuffer(mm, dtype=np.uint8)
+        base = view.__array_interface__["data"][0]
+        del view
+        return mm, array.__array_interface__["data"][0] - base
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def element_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("HostRows is read by contiguous row slices only (rows[start:stop])")
+        start, stop, _ = rows.indices(self.shape[0])
+        stop = max(start, stop)
+        block = torch.empty((stop - start, self.shape[1]), dtype=self.dtype)  # torch's allocator: aligned like x
+        np.copyto(block.numpy(), self.array[start:stop], casting="same_kind")
+        self._release(start, stop)
+        return block if self.device.type == "cpu" else block.to(self.device)
+
+    def _release(self, start: int, stop: int) -> None:
+        if self._mmap is None or stop <= start:
+            return
+        # From 2 MiB before the block: the page cache holds a file in folios of up to 2 MiB, and a
+        # fault maps a whole folio, rows already released before this block included.
+        lo = max(0, self._offset + start * self._row_bytes - _FOLIO_BYTES)
+        lo -= lo % mmap.PAGESIZE  # the mapping starts on a page; the kernel rounds the length up
+        hi = min(self._offset + stop * self._row_bytes, len(self._mmap))
+        if hi > lo:
+            self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -20,18 +105,19 @@ def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return cost.clamp_min_(0.0)
 
 
-def squared_norms(points: torch.Tensor, rows: int = 4096) -> torch.Tensor:
+def squared_norms(points: torch.Tensor | HostRows, rows: int = 4096) -> torch.Tensor:
     """``||p_i||^2`` for every row, (n,), in row blocks (no (n, d) temporary)."""
-    return torch.cat([(block * block).sum(1) for block in points.split(rows)])
+    blocks = (points[start:start + rows] for start in range(0, points.shape[0], rows))
+    return torch.cat([(block * block).sum(1) for block in blocks])
 
 
-def mean_cost(x: torch.Tensor, y: torch.Tensor) -> float:
+def mean_cost(x: torch.Tensor | HostRows, y: torch.Tensor) -> float:
     """Mean of ``C_ij`` over all pairs, in closed form without forming C.
 
     ``mean C = mean ||x||^2 + mean ||y||^2 - 2 mean(x) . mean(y)`` (unweighted, like ott-jax's
     ``relative_epsilon="mean"``), accumulated in float64 over row blocks.
     """
-    def moments(points: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(points: torch.Tensor | HostRows, rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
         squares = torch.zeros((), dtype=torch.float64, device=points.device)
         total = torch.zeros(points.shape[1], dtype=torch.float64, device=points.device)
         for start in range(0, points.shape[0], rows):
@@ -49,14 +135,14 @@ class BlockCost:
     """``-C/epsilon`` in row blocks, online or stored.
 
     Args:
-        x: (N, d) first point cloud.
+        x: (N, d) first point cloud, a tensor or :class:`HostRows` (read one block at a time).
         y: (M, d) second point cloud (same dtype and device as ``x``).
         epsilon: absolute entropic regularisation.
         block_size: rows of the cost evaluated at once; the workspace is (block_size, M).
         cost_memory_budget: bytes allowed for a stored copy of the (N, M) cost; 0 = always online.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, block_size: int = 2048,
+    def __init__(self, x: torch.Tensor | HostRows, y: torch.Tensor, epsilon: float, block_size: int = 2048,
                  cost_memory_budget: int = 0):
         self.x, self.y = x, y
         self.n, self.m = x.shape[0], y.shape[0]

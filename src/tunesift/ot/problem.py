@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunesift.ot.cost import mean_cost
+from tunesift.ot.cost import HostRows, mean_cost
 
 # masses may be off by this much from summing to 1 (then they are renormalised)
 MASS_SUM_TOLERANCE = 1e-4
@@ -20,7 +20,7 @@ class Problem:
     """Points, masses and the absolute epsilon, all on ``x``'s device and dtype.
 
     Attributes:
-        x: (N, d) first point cloud.
+        x: (N, d) first point cloud: a tensor, or :class:`HostRows` read one block at a time.
         y: (M, d) second point cloud.
         a: (N,) positive masses summing to 1.
         b: (M,) likewise.
@@ -29,7 +29,7 @@ class Problem:
         epsilon: absolute regularisation.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor | HostRows
     y: torch.Tensor
     a: torch.Tensor
     b: torch.Tensor
@@ -43,7 +43,15 @@ class Problem:
         return float((self.a.double() * self.log_a.double()).sum() + (self.b.double() * self.log_b.double()).sum())
 
 
-def _as_points(value: Any, name: str, like: torch.Tensor | None) -> torch.Tensor:
+def _as_points(value: Any, name: str, like: torch.Tensor | HostRows | None) -> torch.Tensor | HostRows:
+    if like is None and isinstance(value, np.memmap):
+        value = HostRows(value)  # read block by block, never converted whole
+    if isinstance(value, HostRows):
+        if value.shape[0] == 0 or value.shape[1] == 0:
+            raise ValueError(f"{name} must be a non-empty 2-D array of points (n, d), got shape {tuple(value.shape)}")
+        if not all_finite(value):
+            raise ValueError(f"{name} contains non-finite values (nan or inf)")
+        return value
     if isinstance(value, np.ndarray) or not isinstance(value, torch.Tensor):
         value = torch.as_tensor(np.asarray(value))
     value = value.detach()  # the solvers work in place on buffers: no autograd graph
@@ -61,7 +69,7 @@ def _as_points(value: Any, name: str, like: torch.Tensor | None) -> torch.Tensor
     return value
 
 
-def all_finite(value: torch.Tensor, rows: int = 4096) -> bool:
+def all_finite(value: torch.Tensor | HostRows, rows: int = 4096) -> bool:
     """Whether every entry is finite, checked in row blocks (no full-size boolean temporary)."""
     return all(bool(torch.isfinite(value[start:start + rows]).all()) for start in range(0, value.shape[0], rows))
 
@@ -103,7 +111,9 @@ def make_problem(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float
 
     Args:
         x: (N, d) points (tensor or array); its device and floating dtype are used throughout
-            (float32 when it is not a float tensor or is half precision).
+            (float32 when it is not a float tensor or is half precision). A ``np.memmap`` or a
+            :class:`~tunesift.ot.cost.HostRows` stays on the host and is read one block of rows at a
+            time (a memmap: float64 if it holds float64, else float32, on the CPU).
         y: (M, d) points on the same device.
         a: (N,) masses, default uniform ``1/N``.
         b: (M,) masses, default uniform ``1/M``.

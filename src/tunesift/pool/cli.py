@@ -16,6 +16,7 @@ log = logging.getLogger("tunesift")
 
 def register(sub: argparse._SubParsersAction) -> None:
     import tunesift.pool  # noqa: F401  (registers the methods)
+    from tunesift.embed import DEFAULT_CHUNK_ROWS
     from tunesift.registry import POOL_METHODS
 
     p = sub.add_parser(
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Rank every pool example for the target and write scores.parquet, selected.jsonl "
         "and manifest.json to --out. Selections of different budgets are prefixes of one ranking.",
     )
-    p.add_argument("--pool", required=True, help="pool file: .jsonl, .csv, .tsv, .parquet or a saved HF dataset")
+    p.add_argument("--pool", required=True, help="pool: a .jsonl, .csv, .tsv, .parquet file, a saved HF dataset, or a "
+                   "folder or glob ('shards/*.parquet') of shards of one of the four formats (ids default to "
+                   "SHARD:ROW)")
     p.add_argument("--target", required=True, help="target file (same formats)")
     p.add_argument("--budget", type=int, required=True, help="how many pool examples to select")
     p.add_argument("--out", required=True, type=out_arg, help="output folder")
@@ -36,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedder", default=None, help="local Hugging Face encoder folder (default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--pool-embeddings", default=None, help=".npy of precomputed pool embeddings aligned with the rows")
     p.add_argument("--target-embeddings", default=None, help=".npy of precomputed target embeddings")
+    p.add_argument("--embed-chunk", type=int, default=DEFAULT_CHUNK_ROWS, metavar="ROWS",
+                   help=f"texts embedded and cached per chunk; a killed run resumes at the first unfinished one "
+                   f"(default: {DEFAULT_CHUNK_ROWS})")
     p.add_argument("--cache-dir", default="default", help="embedding cache ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
     add_device_argument(p)
     add_threads_argument(p)
@@ -58,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from tunesift.registry import POOL_METHODS
 
     apply_threads(args)
+    if args.embed_chunk < 1:
+        raise ValueError(f"--embed-chunk must be at least 1, got {args.embed_chunk}")
     pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool")
     target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target")
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
             pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
             cache_dir=None if args.cache_dir == "none" else args.cache_dir, device=args.device,
-            out_dir=args.out, progress=not args.no_progress,
+            out_dir=args.out, progress=not args.no_progress, embed_chunk_rows=args.embed_chunk,
         )
     t = result.manifest["timings_s"]
     log.info("selected %d of %d with %s in %.1f s; wrote %s", args.budget, len(pool), args.method,

@@ -101,9 +101,12 @@ class GOTD(PoolMethod):
     def _solve(self, x_np: np.ndarray, y_np: np.ndarray, device: str):
         import torch
 
-        from tunesift.ot import sinkhorn, solve_semidual
+        from tunesift.ot import HostRows, sinkhorn, solve_semidual
 
-        x = torch.from_numpy(np.array(x_np, dtype=np.float32)).to(device)  # a copy: inputs may be read-only memmaps
+        if isinstance(x_np, np.memmap):  # the cached / precomputed pool matrix: read block by block
+            x = HostRows(x_np, torch.float32, device)
+        else:
+            x = torch.from_numpy(np.array(x_np, dtype=np.float32)).to(device)  # a copy: inputs may be read-only
         y = torch.from_numpy(np.array(y_np, dtype=np.float32)).to(device)
         kw = dict(epsilon=self.epsilon, relative_epsilon=self.relative_epsilon, threshold=self.threshold,
                   max_iter=self.max_iter, block_size=self.block_size)

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tunesift.embed import HFEncoderEmbedder, cached_embed, default_cache_dir, load_precomputed, resolve_device
+from tunesift.embed import (DEFAULT_CHUNK_ROWS, HFEncoderEmbedder, cached_embed, default_cache_dir, load_precomputed,
+                            resolve_device)
 from tunesift.io.tables import TextSet
 from tunesift.output import Timer, check_budget, write_selection
 from tunesift.pool.base import Context, PoolMethod, Ranking
@@ -34,6 +35,11 @@ class PoolSelection:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+def _shard_list(ts: TextSet) -> dict:
+    """``{"shards": [...]}`` (name, format, rows, sha256 of each) for a sharded set, else nothing."""
+    return {"shards": ts.extra["shards"]} if "shards" in ts.extra else {}
+
+
 def _check_inputs(pool: TextSet, target: TextSet, budget: int) -> None:
     if len(pool) == 0:
         raise ValueError(f"{pool.path}: the pool is empty")
@@ -55,6 +61,7 @@ def select_from_pool(
     device: str = "auto",
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    embed_chunk_rows: int = DEFAULT_CHUNK_ROWS,
     **settings: Any,
 ) -> PoolSelection:
     """Rank ``pool`` for ``target`` with one registered method and take the top ``budget``.
@@ -68,6 +75,11 @@ def select_from_pool(
         cache_dir: where embeddings are cached ("default": ``$TUNESIFT_CACHE`` or ~/.cache/tunesift;
             None: no cache).
         out_dir: when given, writes scores.parquet, selected.jsonl and manifest.json there.
+        embed_chunk_rows: texts embedded and cached per chunk (a killed embedding resumes at the
+            first unfinished chunk).
+
+    Cached and precomputed float32 embeddings stay memory-mapped: GOT-D's OT solve reads the pool's
+    block by block, so the pool's matrix need not fit in memory.
     """
     _check_inputs(pool, target, budget)
     m = POOL_METHODS.get(method)(**settings) if isinstance(method, str) else method
@@ -88,7 +100,8 @@ def select_from_pool(
         if given is not None and ts is sets[role]:
             if role not in loaded:
                 arr = given if isinstance(given, np.ndarray) else load_precomputed(given, len(ts), role)
-                arr = np.asarray(arr, dtype=np.float32)
+                if not (isinstance(arr, np.ndarray) and arr.dtype == np.float32):
+                    arr = np.asarray(arr, dtype=np.float32)  # a float32 memmap stays one
                 if arr.ndim != 2 or arr.shape[0] != len(ts):
                     raise ValueError(f"{role} embeddings have shape {arr.shape}, expected ({len(ts)}, d)")
                 loaded[role] = arr
@@ -100,7 +113,7 @@ def select_from_pool(
                 else HFEncoderEmbedder(None if embedder is None else str(embedder), device=device, progress=progress)
         texts = ts.texts if indices is None else [ts.texts[i] for i in indices]
         with timer.stage(f"embed_{role}"):
-            arr = cached_embed(model[0], texts, cache)
+            arr = cached_embed(model[0], texts, cache, chunk_rows=embed_chunk_rows)
         info = embed_info.setdefault(role, {"source": model[0].model_id, "dim": int(arr.shape[1]), "rows_embedded": 0})
         info["rows_embedded"] = info.get("rows_embedded", 0) + len(texts)
         return arr
@@ -118,9 +131,9 @@ def select_from_pool(
         "seed": seed,
         "budget": int(budget),
         "pool": {"path": pool.path, "rows": len(pool), "fingerprint": pool.fingerprint,
-                 "text_field": pool.text_field, "id_field": pool.id_field},
+                 "text_field": pool.text_field, "id_field": pool.id_field, **_shard_list(pool)},
         "target": {"path": target.path, "rows": len(target), "fingerprint": target.fingerprint,
-                   "text_field": target.text_field, "id_field": target.id_field},
+                   "text_field": target.text_field, "id_field": target.id_field, **_shard_list(target)},
         "device": device,
         "embeddings": embed_info,
         "timings_s": {k: round(v, 4) for k, v in timer.stages.items()},
@@ -129,5 +142,5 @@ def select_from_pool(
     result = PoolSelection(ids=[pool.ids[i] for i in idx], indices=idx, ranking=ranking, manifest=manifest)
     if out_dir is not None:
         result.paths = write_selection(out_dir, pool.ids, ranking.scores, order, int(budget),
-                                       [pool.records[i] for i in idx], manifest, ranking.columns)
+                                       pool.take(idx), manifest, ranking.columns)
     return result

@@ -1,0 +1,186 @@
+"""GOT-D's OT solve on a pool matrix in memory vs memory-mapped: wall time and peak resident memory.
+
+For each N, synthetic unit-norm embeddings (a mixture of clusters; the target drawn from a few of
+them) are written to ``pool_N.npy`` / ``target.npy`` in blocks (never whole in memory), then each
+mode runs in its own subprocess, so that its peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``
+of that process) is its own:
+
+- ``memory``: ``np.load(pool)`` into memory, then ``tunesift.ot.sinkhorn`` on the tensor;
+- ``mmap``: ``np.load(pool, mmap_mode="r")`` handed to ``sinkhorn`` as it is: the solver reads it
+  block by block (:class:`tunesift.ot.HostRows`) and releases the pages it has read.
+
+Both use GOT-D's settings (epsilon 0.1 absolute, plain Sinkhorn, threshold 1e-3, online cost in
+blocks of 2048 rows). The script checks that the two give the same potentials (max |Δf|) and the same
+top 5% (GOT-D's pick: the most negative f), and prints the ratios mmap / memory. The mmap mode reads
+the file through the page cache, which the kernel may keep or drop (it is not the process's
+memory); a cold cache makes every sweep read the disk. "rise" is the peak minus the resident set
+before the pool is touched (torch and the target already loaded).
+
+Examples::
+
+    python benchmarks/scale.py                          # N = 100k, 500k, 2M; M = 2000; d = 384
+    python benchmarks/scale.py --n 20000 --threads 1    # a quick check
+    python benchmarks/scale.py --n 10000000 --dir /big/disk --keep --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("memory", "mmap")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[100_000, 500_000, 2_000_000], help="pool sizes")
+    p.add_argument("--m", type=int, default=2000, help="target size (default: 2000)")
+    p.add_argument("--d", type=int, default=384, help="embedding dimension (default: 384, MiniLM's)")
+    p.add_argument("--clusters", type=int, default=64, help="clusters of the synthetic pool")
+    p.add_argument("--epsilon", type=float, default=0.1)
+    p.add_argument("--threshold", type=float, default=1e-3)
+    p.add_argument("--max-iter", type=int, default=2000)
+    p.add_argument("--block-size", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per solve (default: 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the pool matrix stays on the host either way)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dir", default=None, help="where the .npy files go (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the .npy files (reused by a later run in --dir)")
+    p.add_argument("--json", action="store_true", help="also print one JSON line per size")
+    p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    p.add_argument("--pool", help=argparse.SUPPRESS)
+    p.add_argument("--target", help=argparse.SUPPRESS)
+    p.add_argument("--f-out", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def write_synthetic(path: Path, n: int, d: int, clusters: int, seed: int, centers_of: list[int] | None = None,
+                    block: int = 65536) -> None:
+    """``n`` unit-norm rows around ``clusters`` random centres (or the centres ``centers_of``), in blocks."""
+    from tunesift.io.atomic import atomic_npy
+
+    centers = np.random.default_rng(1234).standard_normal((clusters, d)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    pick = np.arange(clusters) if centers_of is None else np.asarray(centers_of)
+    with atomic_npy(path, (n, d), np.float32) as out:
+        for start in range(0, n, block):
+            rows = min(block, n - start)
+            x = centers[rng.choice(pick, size=rows)] + 0.06 * rng.standard_normal((rows, d)).astype(np.float32)
+            out[start:start + rows] = x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One solve in this process; prints a JSON line with its times and peak memory."""
+    t0 = time.perf_counter()
+    import torch
+
+    from tunesift.ot import sinkhorn
+
+    torch.set_num_threads(args.threads)
+    y = torch.from_numpy(np.load(args.target)).to(args.device)
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t1 = time.perf_counter()
+    if args.child == "memory":
+        x = torch.from_numpy(np.load(args.pool)).to(args.device)
+    else:
+        x = np.load(args.pool, mmap_mode="r")
+        if args.device != "cpu":
+            from tunesift.ot import HostRows
+
+            x = HostRows(x, torch.float32, args.device)
+    t2 = time.perf_counter()
+    out = sinkhorn(x, y, epsilon=args.epsilon, threshold=args.threshold, max_iter=args.max_iter,
+                   block_size=args.block_size)
+    f = out.f.double().cpu().numpy()
+    t3 = time.perf_counter()
+    np.save(args.f_out, f)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"mode": args.child, "load_s": t2 - t1, "solve_s": t3 - t2, "wall_s": t3 - t0,
+                      "n_iter": out.n_iter, "converged": bool(out.converged), "error": out.errors[-1],
+                      "peak_rss_mb": peak_kb / 1024, "rss_before_pool_mb": base_kb / 1024}))
+
+
+def run_mode(args: argparse.Namespace, mode: str, pool: Path, target: Path, f_out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--pool", str(pool), "--target", str(target),
+           "--f-out", str(f_out), "--epsilon", str(args.epsilon), "--threshold", str(args.threshold),
+           "--max-iter", str(args.max_iter), "--block-size", str(args.block_size), "--threads", str(args.threads),
+           "--device", args.device]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} solve failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tunesift-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"target_m{args.m}_d{args.d}.npy"
+    if not target.exists():
+        write_synthetic(target, args.m, args.d, args.clusters, args.seed + 1, centers_of=list(range(4)))
+    print(f"M = {args.m}, d = {args.d}, epsilon {args.epsilon}, threshold {args.threshold}, block {args.block_size}, "
+          f"{args.threads} thread(s), {args.device}; files in {folder}")
+    header = (f"{'N':>10} {'mode':>7} {'iters':>5} {'load s':>7} {'solve s':>8} {'peak RSS MB':>12} "
+              f"{'rise MB':>8} {'file MB':>8}")
+    print(header)
+    made: list[Path] = []
+    try:
+        for n in args.n:
+            pool = folder / f"pool_n{n}_d{args.d}.npy"
+            if not pool.exists():
+                write_synthetic(pool, n, args.d, args.clusters, args.seed)
+                made.append(pool)
+            file_mb = pool.stat().st_size / 2**20
+            results, fs = {}, {}
+            for mode in MODES:
+                f_out = folder / f"f_{mode}_n{n}.npy"
+                results[mode] = run_mode(args, mode, pool, target, f_out)
+                fs[mode] = np.load(f_out)
+                f_out.unlink()
+                r = results[mode]
+                print(f"{n:>10} {mode:>7} {r['n_iter']:>5} {r['load_s']:>7.2f} {r['solve_s']:>8.2f} "
+                      f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_before_pool_mb']:>8.0f} "
+                      f"{file_mb:>8.0f}", flush=True)
+            k = max(1, n // 20)
+            top = {mode: np.sort(np.argsort(fs[mode], kind="stable")[:k]) for mode in MODES}
+            same_top = bool(np.array_equal(top["memory"], top["mmap"]))
+            max_df = float(np.abs(fs["memory"] - fs["mmap"]).max())
+            mem, mm = results["memory"], results["mmap"]
+            time_ratio = (mm["load_s"] + mm["solve_s"]) / (mem["load_s"] + mem["solve_s"])
+            rss_ratio = mm["peak_rss_mb"] / mem["peak_rss_mb"]
+            rise = {mode: r["peak_rss_mb"] - r["rss_before_pool_mb"] for mode, r in results.items()}
+            rise_ratio = rise["mmap"] / rise["memory"] if rise["memory"] > 0 else float("nan")
+            print(f"{n:>10}   mmap / memory: time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x "
+                  f"({mm['peak_rss_mb']:.0f} vs {mem['peak_rss_mb']:.0f} MB; the rise during load + solve "
+                  f"{rise_ratio:.2f}x); max |f_mmap - f_memory| {max_df:.3g}; "
+                  f"top {k} {'identical' if same_top else 'DIFFER'}", flush=True)
+            if args.json:
+                print(json.dumps({"n": n, "m": args.m, "d": args.d, "memory": mem, "mmap": mm, "file_mb": file_mb,
+                                  "time_ratio": time_ratio, "rss_ratio": rss_ratio, "rise_ratio": rise_ratio,
+                                  "max_abs_df": max_df, "top_identical": same_top}))
+    finally:
+        if not args.keep:
+            for p in made:
+                p.unlink(missing_ok=True)
+            if not args.dir:
+                target.unlink(missing_ok=True)
+                folder.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""A folder or glob of shards read as one set: order, ids, lazy rows, and errors naming the shard."""
+
+import json
+
+import pytest
+
+from tunesift.io.tables import ShardRecords, read_text_set
+
+
+def _jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """part-2 (2 rows), part-10 (1 row), sub/part-1 (2 rows), plus files that are not data."""
+    folder = tmp_path / "pool"
+    _jsonl(folder / "part-10.jsonl", [{"text": "ten a", "uid": "k"}])
+    _jsonl(folder / "part-2.jsonl", [{"text": "two a", "uid": "a"}, {"text": "two b", "uid": "b", "x": 1}])
+    _jsonl(folder / "sub" / "part-1.jsonl", [{"text": "sub a", "uid": "s1"}, {"text": "sub b", "uid": "s2"}])
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".part-2.jsonl.crc").write_text("x")
+    return folder
+
+
+def test_a_folder_reads_its_shards_in_natural_order_with_stable_ids(shards):
+    ts = read_text_set(shards, name="pool")
+    assert ts.texts == ["two a", "two b", "ten a", "sub a", "sub b"]  # part-2 < part-10 < sub/part-1
+    assert ts.ids == ["part-2.jsonl:0", "part-2.jsonl:1", "part-10.jsonl:0", "sub/part-1.jsonl:0",
+                      "sub/part-1.jsonl:1"]
+    assert [s["path"] for s in ts.extra["shards"]] == ["part-2.jsonl", "part-10.jsonl", "sub/part-1.jsonl"]
+    assert [s["rows"] for s in ts.extra["shards"]] == [2, 1, 2]
+    assert all(len(s["fingerprint"]) == 64 for s in ts.extra["shards"]) and len(ts.fingerprint) == 64
+    # the rows' fields are read back from the shards, not held
+    assert isinstance(ts.records, ShardRecords) and len(ts.records) == 5
+    assert ts.records[1] == {"text": "two b", "uid": "b", "x": 1} and ts.records[-1]["uid"] == "s2"
+    assert [r["uid"] for r in ts.take([4, 0, 2, 1])] == ["s2", "a", "k", "b"]
+    assert [r["uid"] for r in ts.records] == ["a", "b", "k", "s1", "s2"]
+    assert ts.column("uid") == ["a", "b", "k", "s1", "s2"]
+    assert ts.subset([3, 1]).records == [{"text": "sub a", "uid": "s1"}, {"text": "two b", "uid": "b", "x": 1}]
+    assert read_text_set(shards, id_field="uid").ids == ["a", "b", "k", "s1", "s2"]
+    # a new shard leaves the ids of the others as they were
+    _jsonl(shards / "part-3.jsonl", [{"text": "three"}])
+    assert read_text_set(shards).ids[:3] == ["part-2.jsonl:0", "part-2.jsonl:1", "part-3.jsonl:0"]
+
+
+def test_a_glob_and_other_formats(tmp_path, shards):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ts = read_text_set(str(shards / "part-*.jsonl"))
+    assert ts.ids == ["part-2.jsonl:0", "part-2.jsonl:1", "part-10.jsonl:0"]
+    assert read_text_set(str(shards / "**" / "*.jsonl")).texts[-1] == "sub b"
+    pq_dir = tmp_path / "pq"
+    pq_dir.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"text": "p0"}, {"text": "p1"}]), pq_dir / "b.parquet")
+    pq.write_table(pa.Table.from_pylist([{"text": "q0"}]), pq_dir / "a.parquet")
+    assert read_text_set(pq_dir).ids == ["a.parquet:0", "b.parquet:0", "b.parquet:1"]
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "0.csv").write_text('text,n\n"a, b",1\n')
+    assert read_text_set(csv_dir).records[0] == {"text": "a, b", "n": "1"}
+
+
+def test_bad_shard_sets_are_refused_naming_the_folder_glob_or_shard(tmp_path, shards):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: a folder with no \.jsonl"):
+        read_text_set(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"nothing-\*\.jsonl: the glob matches no file"):
+        read_text_set(str(tmp_path / "nothing-*.jsonl"))
+    (shards / "part-3.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"mixes shard formats \(jsonl: part-10.jsonl, parquet: part-3.parquet\)"):
+        read_text_set(shards)
+    (shards / "part-3.parquet").unlink()
+    (shards / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"notes.txt: not a \.jsonl, \.csv, \.tsv or \.parquet shard"):
+        read_text_set(shards)
+    (shards / "notes.txt").unlink()
+    # errors inside a shard name that shard's file and line, as for one file
+    _jsonl(shards / "part-11.jsonl", [{"text": "ok"}, {"body": "no text"}])
+    with pytest.raises(ValueError, match=r"part-11.jsonl:line 2: no field 'text'"):
+        read_text_set(shards)
+    (shards / "part-11.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n')
+    with pytest.raises(ValueError, match=r"part-11.jsonl:2: invalid JSON"):
+        read_text_set(shards)
+    (shards / "part-11.jsonl").unlink()
+    _jsonl(shards / "sub" / "part-0.jsonl", [{"text": "dup", "uid": "k"}])
+    with pytest.raises(ValueError, match=r"sub/part-0.jsonl:line 1: id 'k' repeats .*part-10.jsonl:line 1"):
+        read_text_set(shards, id_field="uid")
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "a.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"blank: the pool is empty \(its 1 shards hold no rows\)"):
+        read_text_set(tmp_path / "blank", name="pool")
