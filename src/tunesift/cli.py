@@ -65,6 +65,16 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda, cuda:1, mps or auto (default: CUDA when there is one)")
 
 
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray ADDRESS`` and ``--ray-workers N``: run the per-example stages on Ray actors."""
+    parser.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                        help="run per-example stages (embedding) on Ray actors, each loading the model once: "
+                        "'local' starts Ray on this machine, 'auto' or HOST:PORT joins a running cluster "
+                        "(default: in this process; needs `pip install 'tunesift[ray]'`)")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="Ray actors per stage (default: the cluster's CPUs; a GPU stage: at most its GPUs)")
+
+
 def out_arg(text: str) -> str:
     """``--out``: a folder that is, or can be made, writable; nothing is created when the flag is read."""
     import os
@@ -109,12 +119,14 @@ def _raise_terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. Exit codes: 0 done, 2 bad input (one message naming it), 130 interrupted
-    (SIGINT / Ctrl-C), 143 terminated (SIGTERM); outputs are atomic and finished stages cached, so the
-    same command again resumes."""
+    """Run one command. Exit codes: 0 done, 1 a chunk failed in a worker process (``--ray``; one
+    message naming the stage, the chunk and the cause), 2 bad input (one message naming it), 130
+    interrupted (SIGINT / Ctrl-C), 143 terminated (SIGTERM); outputs are atomic and finished stages
+    cached, so the same command again resumes."""
     import signal
     import threading
 
+    from tunesift.executor.base import ChunkError
     from tunesift.io.lock import FolderBusyError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -134,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tunesift {name}: error: {e}", file=sys.stderr)
         return 2
+    except ChunkError as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"tunesift {name}: error: {e}; chunks finished before it stay in the cache, so the same "
+              "command resumes after them", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Terminated) as e:
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
         print(f"tunesift {name}: {why}; outputs already written are intact and finished stages are cached: "

@@ -5,7 +5,9 @@ Three are provided: the packaged all-MiniLM-L6-v2 (offline, the default), any lo
 encoder (attention-masked mean pooling), and precomputed ``.npy`` arrays aligned with the rows.
 Embeddings are cached keyed by the model and the exact texts, so a crashed or repeated run does not
 embed again. Large inputs are embedded in chunks, each saved when done, so a killed run resumes at the
-first unfinished chunk; the finished matrix is a ``.npy`` that readers open memory-mapped.
+first unfinished chunk; the finished matrix is a ``.npy`` that readers open memory-mapped. The chunks
+run on an executor (:mod:`tunesift.executor`: here by default, or on Ray actors that each load the
+model once); each is saved as it comes back, in order, wherever it ran.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import hashlib
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from tunesift.io.atomic import atomic_npy, atomic_write
 from tunesift.io.faults import fault_point
+
+if TYPE_CHECKING:
+    from tunesift.executor import Executor, Stage
 
 log = logging.getLogger("tunesift")
 
@@ -75,6 +81,13 @@ class HFEncoderEmbedder:
         self.progress = progress
         self.model_id = f"hf-mean:{Path(self.path).name}:{max_length}:{'norm' if normalize else 'raw'}"
         self._model = None
+
+    def __getstate__(self) -> dict:
+        """Settings only: a copy sent to another process (a Ray worker) loads the model itself, once,
+        and draws no progress bar."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_tok", "_torch")}
+        state.update(_model=None, progress=False)
+        return state
 
     def _load(self):
         if self._model is None:
@@ -158,30 +171,64 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TUNESIFT_CACHE", Path.home() / ".cache" / "tunesift"))
 
 
+@dataclass(frozen=True)
+class EmbedWorker:
+    """The embedding stage's worker factory: ``EmbedWorker(embedder)()`` is ``embedder.embed``.
+
+    Picklable when the embedder is (an :class:`HFEncoderEmbedder` pickles as its settings), so each
+    worker process unpickles the embedder once and loads its model on its first chunk.
+    """
+
+    embedder: Embedder
+
+    def __call__(self) -> Callable[[Sequence[str]], np.ndarray]:
+        return self.embedder.embed
+
+
+def embedding_stage(embedder: Embedder) -> "Stage":
+    """The per-chunk stage ``texts -> (n, d)`` of ``embedder``; a GPU per worker when it runs on CUDA."""
+    from tunesift.executor import Stage
+
+    device = str(getattr(embedder, "device", "cpu"))
+    return Stage(name=f"embedding ({embedder.model_id})", key=f"embed:{embedder.model_id}:{id(embedder)}",
+                 factory=EmbedWorker(embedder), gpus=1.0 if device.startswith("cuda") else 0.0)
+
+
 def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.PathLike | None = None,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, executor: "Executor | None" = None) -> np.ndarray:
     """Embed ``texts``, reading/writing ``cache_dir/embeddings/<key>.npy`` (key: model + texts).
 
     More than ``chunk_rows`` texts are embedded ``chunk_rows`` at a time, each chunk saved (atomically)
     in ``<key>.chunks-<chunk_rows>/`` as soon as it is done, so a killed run resumes at the first
     unfinished chunk; the chunks are then joined into ``<key>.npy`` (written through a memory map,
     never whole in memory) and removed. With a cache the result is that file opened memory-mapped
-    (read-only); without one, an in-memory array.
+    (read-only); without one, an in-memory array (embedded in the same chunks, so with and without a
+    cache the same chunks reach the embedder). The chunks run on ``executor``; results are the
+    same wherever they run.
 
     Args:
         embedder: ``model_id`` and ``embed(texts) -> (n, d)``.
         texts: (N,) the texts, in row order.
         cache_dir: the cache folder, or None for no cache.
         chunk_rows: texts per saved chunk.
+        executor: where the chunks run (default: :class:`tunesift.executor.LocalExecutor`, here).
 
     Returns:
         (N, d) float32 embeddings.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    if cache_dir is None:
-        return np.asarray(embedder.embed(texts), dtype=np.float32)
+    if executor is None:
+        from tunesift.executor import LocalExecutor
+
+        executor = LocalExecutor()
+    stage = embedding_stage(embedder)
     n = len(texts)
+    if cache_dir is None:
+        count = max(-(-n // chunk_rows), 1)
+        parts = [np.asarray(part, dtype=np.float32) for _, part in
+                 executor.map(stage, ((k, texts[k * chunk_rows:(k + 1) * chunk_rows]) for k in range(count)))]
+        return parts[0] if count == 1 else np.concatenate(parts)
     key = texts_key(embedder.model_id, texts)
     path = Path(cache_dir) / "embeddings" / f"{key}.npy"
     if path.exists():
@@ -190,16 +237,17 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.P
             log.info("embeddings: %d texts loaded from the cache (%s)", n, path)
             return arr
     if n <= chunk_rows:
-        arr = np.asarray(embedder.embed(texts), dtype=np.float32)
+        (_, arr), = executor.map(stage, [(0, texts)])
         with atomic_write(path, "wb") as f:
-            np.save(f, arr)
+            np.save(f, np.asarray(arr, dtype=np.float32))
     else:
-        _embed_in_chunks(embedder, texts, path, chunk_rows)
+        _embed_in_chunks(stage, executor, texts, path, chunk_rows)
     fault_point("embeddings")
     return np.load(path, allow_pickle=False, mmap_mode="r")
 
 
-def _embed_in_chunks(embedder: Embedder, texts: Sequence[str], path: Path, chunk_rows: int) -> None:
+def _embed_in_chunks(stage: "Stage", executor: "Executor", texts: Sequence[str], path: Path,
+                     chunk_rows: int) -> None:
     """Embed ``texts`` chunk by chunk into ``path.stem.chunks-<chunk_rows>/NNNNN.npy``, then join."""
     n = len(texts)
     parts = path.with_name(f"{path.stem}.chunks-{chunk_rows}")
@@ -210,8 +258,9 @@ def _embed_in_chunks(embedder: Embedder, texts: Sequence[str], path: Path, chunk
     if done:
         log.info("embeddings: %d of %d chunks (%d texts each) already in the cache; resuming at chunk %d",
                  done, count, chunk_rows, done)
-    for k in range(done, count):
-        chunk = np.asarray(embedder.embed(texts[k * chunk_rows:(k + 1) * chunk_rows]), dtype=np.float32)
+    todo = ((k, texts[k * chunk_rows:(k + 1) * chunk_rows]) for k in range(done, count))
+    for k, chunk in executor.map(stage, todo):
+        chunk = np.asarray(chunk, dtype=np.float32)
         with atomic_write(parts / f"{k:05d}.npy", "wb") as f:
             np.save(f, chunk)
         log.info("embeddings: chunk %d of %d saved", k + 1, count)

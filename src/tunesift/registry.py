@@ -96,3 +96,5 @@ class Method:
 POOL_METHODS: Registry = Registry("pool method")
 # Methods that score and select recommendation samples (DEALRec and its baselines): tunesift.rec
 REC_METHODS: Registry = Registry("rec method")
+# Where per-example stages run, chunk by chunk (in this process, or on Ray actors): tunesift.executor
+EXECUTORS: Registry = Registry("executor")

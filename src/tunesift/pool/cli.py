@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from tunesift.cli import add_device_argument, add_threads_argument, apply_threads, out_arg
+from tunesift.cli import add_device_argument, add_executor_arguments, add_threads_argument, apply_threads, out_arg
 
 log = logging.getLogger("tunesift")
 
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default="default", help="embedding cache ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
     add_device_argument(p)
     add_threads_argument(p)
+    add_executor_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     from tunesift.registry import Method
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tunesift.executor import make_executor
     from tunesift.io.lock import LOCK_NAME, hold_lock
     from tunesift.io.tables import read_text_set
     from tunesift.pool import select_from_pool
@@ -71,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
     args._flags.check_unused(args, [args.method])
     method = POOL_METHODS.get(args.method).from_args(args, args._flags)
-    with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"):
+    executor = make_executor(args.ray, args.ray_workers)
+    with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"), executor:
         result = select_from_pool(
             pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
             pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
             cache_dir=None if args.cache_dir == "none" else args.cache_dir, device=args.device,
             out_dir=args.out, progress=not args.no_progress, embed_chunk_rows=args.embed_chunk,
+            executor=executor,
         )
     t = result.manifest["timings_s"]
     log.info("selected %d of %d with %s in %.1f s; wrote %s", args.budget, len(pool), args.method,

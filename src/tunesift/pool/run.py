@@ -11,6 +11,7 @@ import numpy as np
 
 from tunesift.embed import (DEFAULT_CHUNK_ROWS, HFEncoderEmbedder, cached_embed, default_cache_dir, load_precomputed,
                             resolve_device)
+from tunesift.executor import Executor, LocalExecutor
 from tunesift.io.tables import TextSet
 from tunesift.output import Timer, check_budget, write_selection
 from tunesift.pool.base import Context, PoolMethod, Ranking
@@ -62,6 +63,7 @@ def select_from_pool(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     embed_chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    executor: Executor | None = None,
     **settings: Any,
 ) -> PoolSelection:
     """Rank ``pool`` for ``target`` with one registered method and take the top ``budget``.
@@ -77,6 +79,8 @@ def select_from_pool(
         out_dir: when given, writes scores.parquet, selected.jsonl and manifest.json there.
         embed_chunk_rows: texts embedded and cached per chunk (a killed embedding resumes at the
             first unfinished chunk).
+        executor: where per-example stages run, chunk by chunk (:mod:`tunesift.executor`; default:
+            here, in order). The selection does not depend on it.
 
     Cached and precomputed float32 embeddings stay memory-mapped: GOT-D's OT solve reads the pool's
     block by block, so the pool's matrix need not fit in memory.
@@ -87,6 +91,7 @@ def select_from_pool(
         raise TypeError("pass settings either to the method instance or as keywords with a method name")
     device = resolve_device(device) if m.uses_embeddings else "cpu"
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
+    executor = LocalExecutor() if executor is None else executor
     timer = Timer()
     embed_info: dict[str, Any] = {}
     pre = {"pool": pool_embeddings, "target": target_embeddings}
@@ -113,7 +118,7 @@ def select_from_pool(
                 else HFEncoderEmbedder(None if embedder is None else str(embedder), device=device, progress=progress)
         texts = ts.texts if indices is None else [ts.texts[i] for i in indices]
         with timer.stage(f"embed_{role}"):
-            arr = cached_embed(model[0], texts, cache, chunk_rows=embed_chunk_rows)
+            arr = cached_embed(model[0], texts, cache, chunk_rows=embed_chunk_rows, executor=executor)
         info = embed_info.setdefault(role, {"source": model[0].model_id, "dim": int(arr.shape[1]), "rows_embedded": 0})
         info["rows_embedded"] = info.get("rows_embedded", 0) + len(texts)
         return arr
@@ -139,6 +144,8 @@ def select_from_pool(
         "timings_s": {k: round(v, 4) for k, v in timer.stages.items()},
         "method_info": ranking.info,
     }
+    if executor.name != "local":  # recorded where it is not the default, so local manifests stay as they were
+        manifest["executor"] = executor.describe()
     result = PoolSelection(ids=[pool.ids[i] for i in idx], indices=idx, ranking=ranking, manifest=manifest)
     if out_dir is not None:
         result.paths = write_selection(out_dir, pool.ids, ranking.scores, order, int(budget),
