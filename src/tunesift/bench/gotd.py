@@ -57,7 +57,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tunesift.cli import add_device_argument, out_arg
+from tunesift.cli import add_device_argument, add_executor_arguments, out_arg
 from tunesift.io.faults import fault_point
 
 log = logging.getLogger("tunesift")
@@ -413,10 +413,13 @@ def resolve_model(spec: str, out: Path, texts: Sequence[str], max_length: int, o
 class GotdBench:
     """Runs the grid of one :class:`GotdBenchConfig`; ``run()`` returns the written result files."""
 
-    def __init__(self, config: GotdBenchConfig):
+    def __init__(self, config: GotdBenchConfig, executor: Any = None):
+        """``executor``: where embedding and DSIR's features run chunk by chunk (:mod:`tunesift.executor`;
+        None: here). Results do not depend on it, so it is not part of the runs' settings."""
         from tunesift.warmup.tasks import load_task
 
         self.config = c = config
+        self.executor = executor
         self.out = Path(c.out)
         self.task = load_task(c.task, metric=c.metric)
         self.raw_pool = load_pool(c.pool, c.text_field)
@@ -477,7 +480,7 @@ class GotdBench:
 
         if self._embedder is None:
             self._embedder = make_embedder(self.config.embedder, self.config.device, self.config.progress)
-        return cached_embed(self._embedder, texts, default_cache_dir())
+        return cached_embed(self._embedder, texts, default_cache_dir(), executor=self.executor)
 
     def pool_embeddings(self) -> tuple[np.ndarray, str]:
         """(rows, d) embeddings of the bench's pool rows and where they came from."""
@@ -536,7 +539,7 @@ class GotdBench:
         t0 = time.perf_counter()
         sel = select_from_pool(self.pool, target, max(self.config.budgets), method=method, seed=seed,
                                cache_dir=None, device=self.config.device, out_dir=folder,
-                               progress=self.config.progress, **kw)
+                               progress=self.config.progress, executor=self.executor, **kw)
         seconds = time.perf_counter() - t0
         write_json(done, {"seconds": seconds, "info": sel.manifest.get("method_info", {})})
         return np.asarray(sel.ranking.order, dtype=np.int64), seconds
@@ -1008,6 +1011,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"pool texts (a fixed sample) the head is warmed up on ({scale})")
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_executor_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_cli)
@@ -1038,6 +1042,10 @@ def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    files = GotdBench(config_from_args(args)).run()
+    from tunesift.executor import make_executor
+
+    config = config_from_args(args)
+    with make_executor(args.ray, args.ray_workers) as executor:
+        files = GotdBench(config, executor=executor).run()
     log.info("wrote %s, %s, %s%s", files.markdown, files.csv, files.json, f", {files.plot}" if files.plot else "")
     return 0

@@ -39,7 +39,8 @@ class Context:
 
     ``embed(textset, role, indices=None)`` returns float32 embeddings of ``textset`` (or of its rows
     ``indices``), shape (n, d), cached on disk; ``role`` is "pool" or "target" so precomputed arrays
-    can be used. ``timer`` records stage times.
+    can be used. ``timer`` records stage times. ``executor`` runs per-example stages chunk by chunk
+    (:mod:`tunesift.executor`; None: here, in order).
     """
 
     rng: np.random.Generator
@@ -48,6 +49,7 @@ class Context:
     timer: Any = None
     device: str = "cpu"
     progress: bool = True
+    executor: Any = None
 
 
 class PoolMethod(Method):

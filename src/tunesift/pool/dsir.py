@@ -22,6 +22,11 @@ more than any pool that fits in memory); the noise comes from the run's seeded g
 numpy's global one; texts shorter than ``min_length`` tokens (the package's default is 100, meant for
 Pile documents, so ours is 0) are ranked after all others instead of being dropped, so the ranking
 still covers the whole pool.
+
+The features are a map over the pool's shards (one chunk for a single file) on the run's executor
+(:mod:`tunesift.executor`; ``--ray`` counts shards on Ray actors), stacked in the driver: counts are
+integers and each row's depend on its own text only, so the features do not depend on the split (each
+shard hashes its own distinct n-grams again, a little slower than one pass over a sharded pool).
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import hashlib
 import re
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import chain
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from tunesift.executor import Executor, LocalExecutor, Stage
 from tunesift.io.tables import TextSet
 from tunesift.pool.base import Context, PoolMethod, Ranking
 from tunesift.registry import POOL_METHODS
@@ -216,6 +222,37 @@ def hashed_ngram_features(texts: Sequence[str], num_buckets: int = 10_000, ngram
     return NgramFeatures(counts=counts, lengths=lengths)
 
 
+@dataclass(frozen=True)
+class NgramCounter:
+    """DSIR's per-chunk stage (a picklable worker factory): texts -> their :class:`NgramFeatures`."""
+
+    num_buckets: int
+    ngrams: int
+    tokenizer: str
+
+    def __call__(self) -> Callable[[Sequence[str]], NgramFeatures]:
+        return partial(hashed_ngram_features, num_buckets=self.num_buckets, ngrams=self.ngrams,
+                       tokenizer=self.tokenizer)
+
+
+def shard_features(ts: TextSet, counter: NgramCounter, executor: Executor | None = None) -> NgramFeatures:
+    """:func:`hashed_ngram_features` of ``ts.texts``, one chunk per shard of ``ts`` (one for a single
+    file), run on ``executor`` (default: here) and stacked in row order; equal to one call on all texts."""
+    executor = LocalExecutor() if executor is None else executor
+    stage = Stage(name="dsir features", key=f"dsir:{counter.num_buckets}:{counter.ngrams}:{counter.tokenizer}",
+                  factory=counter)
+    sizes = [int(s["rows"]) for s in ts.extra.get("shards", [])]
+    if sum(sizes) != len(ts):  # not sharded (or a set derived from one): one chunk
+        sizes = [len(ts)]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    chunks = ((k, ts.texts[bounds[k]:bounds[k + 1]]) for k in range(len(sizes)))
+    parts = [features for _, features in executor.map(stage, chunks)]
+    if len(parts) == 1:
+        return parts[0]
+    return NgramFeatures(counts=sp.vstack([p.counts for p in parts], format="csr"),
+                         lengths=np.concatenate([p.lengths for p in parts]))
+
+
 def bucket_distribution(counts: sp.spmatrix) -> np.ndarray:
     """(B,) normalised total counts over the rows of an (N, B) count matrix (the package's ``_fit_bow``)."""
     total = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
@@ -299,8 +336,9 @@ class DSIRSelection(PoolMethod):
 
     def rank(self, pool: TextSet, target: TextSet, ctx: Context) -> Ranking:
         with ctx.timer.stage("dsir_features") if ctx.timer is not None else nullcontext():
-            pool_features = hashed_ngram_features(pool.texts, self.num_buckets, self.ngrams, self.tokenizer)
-            target_features = hashed_ngram_features(target.texts, self.num_buckets, self.ngrams, self.tokenizer)
+            counter = NgramCounter(self.num_buckets, self.ngrams, self.tokenizer)
+            pool_features = shard_features(pool, counter, ctx.executor)
+            target_features = shard_features(target, counter, ctx.executor)
         target_probs = bucket_distribution(target_features.counts)
         raw_probs = bucket_distribution(pool_features.counts)
         if not target_probs.any():

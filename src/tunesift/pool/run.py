@@ -124,7 +124,7 @@ def select_from_pool(
         return arr
 
     ctx = Context(rng=np.random.default_rng(seed), budget=int(budget), embed=embed, timer=timer,
-                  device=device, progress=progress)
+                  device=device, progress=progress, executor=executor)
     with timer.stage("total"):
         ranking = m.rank(pool, target, ctx)
     order = np.asarray(ranking.order, dtype=np.int64)
