@@ -2,8 +2,8 @@
 
 For each N, synthetic unit-norm embeddings (a mixture of clusters; the target drawn from a few of
 them) are written to ``pool_N.npy`` / ``target.npy`` in blocks (never whole in memory), then each
-mode runs in its own subprocess, so that its peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``
-of that process) is its own:
+mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of that process, from
+/proc; ``ru_maxrss`` would carry the driver's peak over fork + exec) is its own:
 
 - ``memory``: ``np.load(pool)`` into memory, then ``tunesift.ot.sinkhorn`` on the tensor;
 - ``mmap``: ``np.load(pool, mmap_mode="r")`` handed to ``sinkhorn`` as it is: the solver reads it
@@ -79,6 +79,21 @@ def write_synthetic(path: Path, n: int, d: int, clusters: int, seed: int, center
             out[start:start + rows] = x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _rss_mb(field: str) -> float:
+    """This process's resident set (``VmRSS``) or its peak (``VmHWM``) in MB, from /proc (Linux).
+
+    ``getrusage(...).ru_maxrss`` is not used on Linux: a child inherits its parent's peak across
+    fork + exec, so a child of a driver that generated a large pool would report the driver's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     """One solve in this process; prints a JSON line with its times and peak memory."""
     t0 = time.perf_counter()
@@ -88,7 +103,7 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     y = torch.from_numpy(np.load(args.target)).to(args.device)
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_mb = _rss_mb("VmRSS")
     t1 = time.perf_counter()
     if args.child == "memory":
         x = torch.from_numpy(np.load(args.pool)).to(args.device)
@@ -104,10 +119,10 @@ def child(args: argparse.Namespace) -> None:
     f = out.f.double().cpu().numpy()
     t3 = time.perf_counter()
     np.save(args.f_out, f)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = _rss_mb("VmHWM")
     print(json.dumps({"mode": args.child, "load_s": t2 - t1, "solve_s": t3 - t2, "wall_s": t3 - t0,
                       "n_iter": out.n_iter, "converged": bool(out.converged), "error": out.errors[-1],
-                      "peak_rss_mb": peak_kb / 1024, "rss_before_pool_mb": base_kb / 1024}))
+                      "peak_rss_mb": peak_mb, "rss_before_pool_mb": base_mb}))
 
 
 def run_mode(args: argparse.Namespace, mode: str, pool: Path, target: Path, f_out: Path) -> dict:

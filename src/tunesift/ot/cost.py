@@ -107,8 +107,14 @@ def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def squared_norms(points: torch.Tensor | HostRows, rows: int = 4096) -> torch.Tensor:
     """``||p_i||^2`` for every row, (n,), in row blocks (no (n, d) temporary)."""
-    blocks = (points[start:start + rows] for start in range(0, points.shape[0], rows))
-    return torch.cat([(block * block).sum(1) for block in blocks])
+    n = points.shape[0]
+    # One output written in place: a list of small per-block results, allocated between the large
+    # blocks, fragments the heap so that every block takes new memory (RSS grew to the matrix's size).
+    out = torch.empty(n, dtype=points.dtype, device=points.device)
+    for start in range(0, n, rows):
+        block = points[start:start + rows]
+        out[start:start + block.shape[0]] = (block * block).sum(1)
+    return out
 
 
 def mean_cost(x: torch.Tensor | HostRows, y: torch.Tensor) -> float:
