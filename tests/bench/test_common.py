@@ -60,6 +60,22 @@ def test_run_store_resume_and_settings_guard(tmp_path):
         store.load({"method": "b", "seed": 0})
 
 
+def test_run_store_resumes_from_another_folder(tmp_path, monkeypatch):
+    """The data given as an absolute path and as ``../data`` from another folder is one bench; another
+    existing folder is not."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "work").mkdir()
+    out = tmp_path / "bench"
+    RunStore(out, {"data": {"source": str(tmp_path / "data"), "fingerprint": "f"}})
+    monkeypatch.chdir(tmp_path / "work")
+    RunStore(out, {"data": {"source": "../data", "fingerprint": "f"}})
+    with pytest.raises(ValueError, match="data"):
+        RunStore(out, {"data": {"source": str(tmp_path / "other"), "fingerprint": "f"}})
+    with pytest.raises(ValueError, match="data"):
+        RunStore(out, {"data": {"source": str(tmp_path / "data"), "fingerprint": "g"}})
+
+
 def test_measure_sees_allocation():
     import mmap
 

@@ -146,6 +146,31 @@ def run_id(key: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
+def absolute_path(spec: str | None) -> str | None:
+    """``spec`` as an absolute path when it names an existing file or folder, else unchanged (a name such
+    as ``synthetic``): what a bench records, so that it resumes from any working folder."""
+    if spec is None or not os.path.exists(spec):
+        return spec
+    return os.path.abspath(spec)
+
+
+def _same_settings(a: Any, b: Any) -> bool:
+    """Settings equal, where two spellings of one existing file or folder (``../data`` from one folder,
+    ``/abs/data`` from another) count as the same: a bench resumes from wherever it is started."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_settings(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_settings(x, y) for x, y in zip(a, b))
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and a and b:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:  # either is not an existing path
+            return False
+    return False
+
+
 class RunStore:
     """A bench's output folder: settings, one saved record per finished run, and scratch space.
 
@@ -166,8 +191,9 @@ class RunStore:
         normalised = json.loads(json.dumps(self.settings, default=str))
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved != normalised:
-                diff = sorted(k for k in set(saved) | set(normalised) if saved.get(k) != normalised.get(k))
+            if not _same_settings(saved, normalised):
+                diff = sorted(k for k in set(saved) | set(normalised)
+                              if not _same_settings(saved.get(k), normalised.get(k)))
                 k = diff[0]
                 raise ValueError(
                     f"{self.root} holds a bench with other settings ({k}: {saved.get(k)!r} there, "

@@ -307,6 +307,11 @@ class GotdBenchConfig:
         if self.eval == "finetune":  # as before --eval existed, so older bench folders still resume
             for k in ("eval", "template", "verbalizer", "length_norm"):
                 d.pop(k)
+        from tunesift.bench.common import absolute_path
+
+        for k in ("pool", "pool_embeddings", "verbalizer"):
+            if d.get(k) is not None and d[k] != "synthetic":
+                d[k] = absolute_path(d[k])
         return d
 
 

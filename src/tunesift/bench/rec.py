@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tunesift.bench.common import Measurement, RunStore, measure, plot_bars, summarize, write_results
+from tunesift.bench.common import Measurement, RunStore, absolute_path, measure, plot_bars, summarize, write_results
 from tunesift.io.atomic import atomic_write, write_json
 from tunesift.io.faults import fault_point
 from tunesift.rec.backbone import Backbone, RecScale, get_backbone
@@ -155,7 +155,8 @@ class RecBench:
         self.pool = dataclasses.replace(pool, fingerprint=digest) if len(self.pool_users) < full_data.n_users else pool
 
         self.settings = {
-            "data": {"source": full_data.source, "fingerprint": full_data.fingerprint, "name": full_data.name,
+            "data": {"source": absolute_path(full_data.source), "fingerprint": full_data.fingerprint,
+                     "name": full_data.name,
                      "users": full_data.n_users, "items": full_data.n_items},
             "backbone": self.backbone_cls.name,
             "scale": self.scale.describe(),
