@@ -397,3 +397,35 @@ def test_ag_news_parts_are_disjoint_and_its_dev_test_texts_leave_the_pool():
     assert sum("\\" in t for t in texts) > 500
     _, kept, dropped = pool_rows(TextSet.from_texts(texts), task, None)
     assert dropped == len(task.dev) + len(task.test) and len(kept) == len(task.train)
+
+
+def test_a_new_evaluation_is_one_registered_class(tmp_path):
+    """The bench names no evaluation: a class registered in WARMUP_EVALS runs the grid, reports, and another
+    evaluation's settings are refused with it."""
+    from tunesift.bench.evals import WARMUP_EVALS, WarmupEval
+
+    @WARMUP_EVALS.register("majority")
+    class Majority(WarmupEval):  # the seed's most frequent label for every test text
+        seeded_baseline = False
+
+        def evaluate(self, bench, model, seed, record):
+            labels = bench.labelled(seed).labels
+            predictions = np.full(len(bench.test), np.bincount(labels).argmax())
+            record.update(test_score=float(np.mean(predictions == bench.test.labels)), test_examples=len(bench.test))
+            return predictions, {}
+
+        def report(self, bench):
+            return {"metrics": ["test_score", "lm_loss_after"], "cost": ["pretrain_s"], "protocol": "Majority label.",
+                    "training": "pre-fine-tuning"}
+
+    try:
+        with pytest.raises(ValueError, match="--length-norm applies to --eval zero-shot only"):
+            _run(tmp_path / "refused", ["random"], eval="majority", length_norm="mean")
+        bench, c = _run(tmp_path / "out", ["random", "none"], eval="majority", seeds=[0, 1])
+        files = bench.run()
+        runs = sorted((r["method"], r["seed"]) for r in bench.store.records())
+        assert runs == [("none", 0), ("random", 0), ("random", 1)]  # `none` once: not seeded
+        assert "Majority label." in files.markdown.read_text()
+        assert bench.store.settings["eval"] == "majority" and "length_norm" not in bench.store.settings
+    finally:
+        WARMUP_EVALS._items.pop("majority", None)

@@ -57,13 +57,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tunesift.bench.evals import DEFAULT_EVAL, evaluation, evaluation_names
 from tunesift.cli import add_device_argument, add_executor_arguments, out_arg
 from tunesift.io.faults import fault_point
 
 log = logging.getLogger("tunesift")
 
 NO_PRETRAINING = "none"
-EVALS = ("finetune", "zero-shot")
 REFERENCES = (NO_PRETRAINING, "random")  # what every method's paired difference is taken against
 
 
@@ -245,8 +245,10 @@ class GotdBenchConfig:
     def from_scale(cls, scale: str, out: str, **overrides: Any) -> "GotdBenchConfig":
         base = cls.scale_defaults(scale)
         base.update({k: v for k, v in overrides.items() if v is not None})
-        if base.get("eval") == "zero-shot" and overrides.get("model") is None and base["model"] == "minilm":
-            base["model"] = "smollm2"  # zero-shot needs a causal LM: the packaged one
+        chosen = base.get("eval", DEFAULT_EVAL)
+        if overrides.get("model") is None and chosen in evaluation_names():  # an unknown one: check() says so
+            # e.g. zero-shot needs a causal LM: the packaged one in place of MiniLM
+            base["model"] = evaluation(chosen).scale_models.get(base["model"], base["model"])
         if base.get("task") is None:
             raise ValueError(f"--task is required at scale {scale!r} (a task name or a train/dev/test folder)")
         if base.get("pool") is None:
@@ -279,34 +281,29 @@ class GotdBenchConfig:
             raise ValueError(f"`head_warmup_texts` must be a positive integer, got {self.head_warmup_texts}")
         if not self.head_warmup_lr > 0:
             raise ValueError(f"`head_warmup_lr` must be positive, got {self.head_warmup_lr}")
-        if self.eval not in EVALS:
-            raise ValueError(f"`eval` must be one of {', '.join(EVALS)}, got {self.eval!r}")
-        from tunesift.warmup.zeroshot import LENGTH_NORMS, check_template
-
-        if self.length_norm not in LENGTH_NORMS:
-            raise ValueError(f"`length_norm` must be one of {', '.join(LENGTH_NORMS)}, got {self.length_norm!r}")
-        if self.eval == "finetune":
-            given = [f"--{k.replace('_', '-')}" for k in ("template", "verbalizer") if getattr(self, k) is not None]
-            given += ["--length-norm"] if self.length_norm != "sum" else []
-            if given:
-                raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --eval zero-shot only")
-        else:
-            if self.objective == "mlm":
-                raise ValueError("--eval zero-shot scores a causal LM: --objective mlm does not apply")
-            if self.template is not None:
-                check_template(self.template, "--template")
-            if self.verbalizer is not None and not Path(self.verbalizer).is_file():
-                raise FileNotFoundError(f"{self.verbalizer}: no such verbalizer file (--verbalizer: a JSON object "
-                                        "mapping each label to its verbalizer)")
+        if self.eval not in evaluation_names():
+            raise ValueError(f"`eval` must be one of {', '.join(evaluation_names())}, got {self.eval!r}")
+        chosen = evaluation(self.eval)
+        fields = GotdBenchConfig.__dataclass_fields__
+        for name in evaluation_names():  # another evaluation's settings are refused, not ignored
+            given = [f"--{k.replace('_', '-')}" for k in evaluation(name).own_settings
+                     if k not in chosen.own_settings and getattr(self, k) != fields[k].default]
+            if name != self.eval and given:
+                raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --eval {name} only")
+        chosen.check_config(self)
 
     def comparable_settings(self) -> dict[str, Any]:
         """What must not change between a bench and its resumption (the grid itself may grow)."""
         d = asdict(self)
         for k in ("out", "methods", "budgets", "seeds", "device", "threads", "progress"):
             d.pop(k)
-        if self.eval == "finetune":  # as before --eval existed, so older bench folders still resume
-            for k in ("eval", "template", "verbalizer", "length_norm"):
-                d.pop(k)
+        own = evaluation(self.eval).own_settings
+        for name in evaluation_names():  # other evaluations' settings are not this bench's
+            for k in evaluation(name).own_settings:
+                if k not in own:
+                    d.pop(k, None)
+        if self.eval == DEFAULT_EVAL:  # as before --eval existed, so older bench folders still resume
+            d.pop("eval")
         from tunesift.bench.common import absolute_path
 
         for k in ("pool", "pool_embeddings", "verbalizer"):
@@ -436,43 +433,24 @@ class GotdBench:
         self.dev = fixed_subset(self.task.dev, c.dev_limit)
         self.test = fixed_subset(self.task.test, c.test_limit)
         self.lm_texts = fixed_subset(self.task.test, c.lm_loss_texts).joined_texts()
-        self.prompt = None
-        tokenizer_texts = self.pool.texts + self.task.train.joined_texts()
-        if c.eval == "zero-shot":
-            from tunesift.warmup.zeroshot import resolve_prompt
-
-            if self.task.test.text_pairs is not None:
-                raise ValueError(f"task {self.task.name!r} has sentence pairs: --eval zero-shot takes single texts")
-            self.prompt = resolve_prompt(self.task.name, self.task.label_names, c.template, c.verbalizer)
-            tokenizer_texts = tokenizer_texts + [self.prompt.fill("")] + list(self.prompt.verbalizers)
+        self.evaluation = evaluation(c.eval)(c)  # how a run is scored (tunesift.bench.evals)
+        tokenizer_texts = self.pool.texts + self.task.train.joined_texts() + self.evaluation.setup(self)
         self.model_path = resolve_model(c.model, self.out, tokenizer_texts, c.max_length,
-                                        objective="causal" if c.eval == "zero-shot" else "mlm")
-        if c.eval == "zero-shot":
-            self._check_causal()
+                                        objective=self.evaluation.objective)
+        self.evaluation.check_model(self)
         from tunesift.bench.common import RunStore
 
         settings = c.comparable_settings()
         settings.update(task_info=self.task.describe(), pool_rows=len(self.pool),
                         pool_fingerprint=self.pool.fingerprint,
                         model_path=self.model_path if c.model not in ("tiny", "minilm", "smollm2") else c.model)
-        if self.prompt is not None:
-            settings["zero_shot_prompt"] = self.prompt.to_dict()
+        settings.update(self.evaluation.settings())
         self.store = RunStore(self.out, settings)
         self._pool_embeddings: np.ndarray | None = None
         self._embedder = None
         self._start_path: str | None = None
 
     # -- pieces ------------------------------------------------------------------------------------
-
-    def _check_causal(self) -> None:
-        from transformers import AutoConfig
-
-        from tunesift.warmup.pretrain import infer_objective
-
-        objective = infer_objective(AutoConfig.from_pretrained(self.model_path))
-        if objective != "causal" and self.config.objective != "causal":
-            raise ValueError(f"--eval zero-shot needs a causal LM, but {self.config.model} ({self.model_path}) is an "
-                             "encoder; use --model smollm2 or a local causal-LM folder")
 
     def labelled(self, seed: int):
         from tunesift.warmup.tasks import sample_labels
@@ -619,12 +597,12 @@ class GotdBench:
         if path.exists():
             return float(json.loads(path.read_text())["loss"])
         lm = self.load_start_model()
-        lm.model.to(self._device())
+        lm.model.to(self.device())
         loss = lm_loss(lm, self.lm_texts, self.config.max_length, seed=0).loss
         write_json(path, {"loss": loss})
         return loss
 
-    def _device(self) -> str:
+    def device(self) -> str:
         from tunesift.embed import resolve_device
 
         return resolve_device(self.config.device)
@@ -666,10 +644,7 @@ class GotdBench:
             else:
                 after = before
                 record.update(pretrain_s=0.0, pretrain_steps=0)
-            if c.eval == "zero-shot":
-                predictions, extra = self.evaluate_zero_shot(backbone, record)
-            else:
-                predictions, extra = self.evaluate_finetuned(backbone, seed, record)
+            predictions, extra = self.evaluation.evaluate(self, backbone, seed, record)
         labels = self.test.labels
         record.update(
             test_accuracy=accuracy(labels, predictions), test_macro_f1=macro_f1(labels, predictions),
@@ -678,38 +653,6 @@ class GotdBench:
         )
         self.save_per_example({"method": method, "budget": budget, "seed": seed}, predictions, **extra)
         return record
-
-    def evaluate_finetuned(self, backbone, seed: int, record: dict) -> tuple[np.ndarray, dict]:
-        """Fine-tune a classifier (on ``backbone`` if pre-fine-tuned) on the seed's labels; its test predictions."""
-        from tunesift.bench.common import measure
-        from tunesift.warmup.classify import ClassifierConfig, finetune_and_evaluate
-
-        c = self.config
-        ccfg = ClassifierConfig(learning_rate=c.finetune_lr, epochs=c.finetune_epochs, batch_size=c.finetune_batch_size,
-                                max_length=c.max_length, seed=seed, device=c.device)
-        with measure() as m_ft:
-            ft = finetune_and_evaluate(self.model_path, self.task, ccfg, train=self.labelled(seed), backbone=backbone,
-                                       dev=self.dev, test=self.test, progress=c.progress)
-        record.update(test_score=ft.test_score, dev_score=ft.dev_score, best_epoch=ft.best_epoch,
-                      labels_used=ft.labels_used, test_examples=ft.test_examples, finetune_s=m_ft.seconds)
-        return ft.test_predictions, {}
-
-    def evaluate_zero_shot(self, lm, record: dict) -> tuple[np.ndarray, dict]:
-        """Classify the test texts zero-shot with ``lm`` (None: the starting model); its predictions."""
-        from tunesift.bench.common import measure
-        from tunesift.warmup.zeroshot import ZeroShotConfig, classify
-
-        c = self.config
-        if lm is None:
-            lm = self.load_start_model()
-            lm.model.to(self._device())
-        with measure() as m_ev:
-            zs = classify(lm, self.test.texts, self.test.labels, self.prompt,
-                          ZeroShotConfig(length_norm=c.length_norm, max_length=c.max_length),
-                          metric=self.task.metric, progress=c.progress)
-        record.update(test_score=zs.score, labels_used=0, test_examples=len(self.test), eval_s=m_ev.seconds,
-                      truncated_texts=zs.truncated)
-        return zs.predictions, {"label_scores": zs.scores.astype(np.float32)}
 
     def save_per_example(self, key: dict, predictions: np.ndarray, **extra: np.ndarray) -> None:
         """``per_example.npz`` of one run: (N,) ``correct`` (0/1), ``predicted`` and ``labels`` of the test texts."""
@@ -728,8 +671,8 @@ class GotdBench:
         out = []
         for seed in c.seeds:
             for method in c.methods:
-                if method == NO_PRETRAINING and c.eval == "zero-shot" and seed != c.seeds[0]:
-                    continue  # the starting model scored without labels: the same for every seed
+                if method == NO_PRETRAINING and not self.evaluation.seeded_baseline and seed != c.seeds[0]:
+                    continue  # e.g. the starting model scored without labels: the same for every seed
                 for budget in ([0] if method == NO_PRETRAINING else c.budgets):
                     out.append({"method": method, "budget": budget, "seed": seed})
         return out
@@ -850,7 +793,8 @@ class GotdBench:
                  "--methods", ",".join(c.methods), "--budgets", ",".join(map(str, c.budgets)),
                  "--seeds", str(len(c.seeds)), "--out", c.out]
         default = GotdBenchConfig.scale_defaults(c.scale)
-        for name in TUNABLE + ("objective", "text_field", "eval", "template", "verbalizer", "length_norm"):
+        own = tuple(k for e in evaluation_names() for k in evaluation(e).own_settings)
+        for name in TUNABLE + ("objective", "text_field", "eval") + own:
             value = getattr(c, name)
             if value != default.get(name, GotdBenchConfig.__dataclass_fields__[name].default):
                 parts += ["--" + name.replace("_", "-"), str(value)]
@@ -866,36 +810,14 @@ class GotdBench:
         c = self.config
         wanted = {(u["method"], u["budget"], u["seed"]) for u in self.units()}
         records = [r for r in self.store.records() if (r["method"], r["budget"], r["seed"]) in wanted]
-        zero_shot = c.eval == "zero-shot"
-        metric_label = f"test {self.task.metric}" + (" (zero-shot)" if zero_shot else "")
+        metric_label = f"test {self.task.metric}" + self.evaluation.title
         labels = {"test_score": metric_label, "dev_score": f"dev {self.task.metric}", "test_accuracy": "test accuracy",
                   "test_macro_f1": "test macro-F1", "lm_loss_after": "LM loss after",
                   "lm_loss_change": "LM loss change", "selection_s": "selection s", "pretrain_s": "pre-fine-tune s",
                   "finetune_s": "fine-tune s", "eval_s": "zero-shot s", "total_s": "total s",
                   "peak_rss_mb": "peak RSS MB"}
-        if zero_shot:
-            metrics = ["test_score"] + [m for m in ("test_accuracy", "test_macro_f1")
-                                        if m != f"test_{self.task.metric}"] + ["lm_loss_after", "lm_loss_change"]
-            cost = ["selection_s", "pretrain_s", "eval_s", "total_s", "peak_rss_mb"]
-            p = self.prompt
-            verbalizers = ", ".join(f"{n} → `{json.dumps(v)}`" for n, v in zip(p.label_names, p.verbalizers))
-            protocol = (f"Task **{self.task.name}** ({self.task.describe()['train']} train / {len(self.test)} test "
-                        f"examples scored; metric {self.task.metric}). Evaluation **zero-shot**: no labels; "
-                        f"{c.label_budget} unlabelled training texts per seed are the selection's target. Each "
-                        f"test text fills the template `{json.dumps(p.template)}`; the prediction is the label whose "
-                        f"verbalizer ({verbalizers}; {p.source}) has the highest log-likelihood after it "
-                        f"({'summed over its tokens' if c.length_norm == 'sum' else 'mean per token'}; texts cut "
-                        f"to {c.max_length} tokens). `none` (the starting model) is deterministic: one run.")
-            training = f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr} (causal LM, all weights)"
-        else:
-            metrics = ["test_score", "dev_score"] + (["test_accuracy"] if self.task.metric != "accuracy" else []) + [
-                "lm_loss_after", "lm_loss_change"]
-            cost = ["selection_s", "pretrain_s", "finetune_s", "total_s", "peak_rss_mb"]
-            protocol = (f"Task **{self.task.name}** ({self.task.describe()['train']} train / "
-                        f"{0 if self.dev is None else len(self.dev)} dev / {len(self.test)} test examples scored; "
-                        f"metric {self.task.metric}); at most {c.label_budget} labels per seed.")
-            training = (f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}; fine-tuning "
-                        f"{c.finetune_epochs} epochs at lr {c.finetune_lr}")
+        shown = self.evaluation.report(self)
+        metrics, cost, protocol, training = shown["metrics"], shown["cost"], shown["protocol"], shown["training"]
         notes = "\n".join([
             f"Command: `{self.command()}`",
             "",
@@ -926,7 +848,7 @@ class GotdBench:
         paired, numbers = self.paired_tables(records)
         appendix += paired
         files = write_results(self.out, records, group_by=["method", "budget"], metrics=metrics,
-                              title=f"GOT-D warm-up bench: {self.task.name}" + (" (zero-shot)" if zero_shot else ""),
+                              title=f"GOT-D warm-up bench: {self.task.name}" + self.evaluation.title,
                               settings=self.store.settings, order=c.methods, cost_metrics=cost, notes=notes,
                               labels=labels, appendix=appendix, extra_json={"paired": numbers})
         if records:
@@ -978,7 +900,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with --eval zero-shot, 'tiny' is a tiny Llama and the cpu/gpu scales use smollm2)")
     p.add_argument("--objective", default="auto", choices=["auto", "mlm", "causal"],
                    help="pre-fine-tuning objective (default: from the model)")
-    p.add_argument("--eval", default="finetune", choices=list(EVALS),
+    p.add_argument("--eval", default=DEFAULT_EVAL, choices=evaluation_names(),
                    help="finetune: a classifier fine-tuned on the labels after pre-fine-tuning; zero-shot: a causal LM "
                    "classifies the test texts by the likelihood of each label's verbalizer after a prompt, no labels "
                    "(GOT-D's zero-shot AG News experiment) (default: finetune)")
