@@ -180,3 +180,23 @@ def test_dsir_on_ray_counts_shard_by_shard_as_one_local_pass(ray_instance, tmp_p
     ray = pq.read_table(tmp_path / "ray" / "scores.parquet").to_pydict()
     assert ray["log_importance"] == local["log_importance"] and ray["rank"] == local["rank"]  # bitwise
     assert (tmp_path / "ray" / "selected.jsonl").read_bytes() == (tmp_path / "local" / "selected.jsonl").read_bytes()
+
+
+def test_sinkhorn_on_ray_actors_holding_parts_of_the_pool_equals_the_local_solve(ray_instance, tmp_path):
+    import torch
+
+    from tunesift.ot.parts import sinkhorn_on
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = x[:40] + 0.1 * rng.normal(size=(40, 16)).astype(np.float32)
+    np.save(tmp_path / "pool.npy", x)
+    local = sinkhorn_on(None, x, y, epsilon=0.1, threshold=1e-6)
+    with make_executor("local", workers=2) as executor:
+        assert executor.parallelism() == 2
+        for pool in (np.load(tmp_path / "pool.npy", mmap_mode="r"), x):  # rows read by the actors / sent to them
+            on_ray = sinkhorn_on(executor, pool, y, epsilon=0.1, threshold=1e-6)
+            assert on_ray.n_iter == local.n_iter and on_ray.converged
+            torch.testing.assert_close(on_ray.f, local.f, rtol=0, atol=1e-5)
+            assert list(np.argsort(on_ray.f.numpy())[:100]) == list(np.argsort(local.f.numpy())[:100])

@@ -11,7 +11,7 @@ once per process — a model is loaded once, then embeds many chunks. Stages han
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,26 @@ class Stage:
             raise ValueError(f"`gpus` must be non-negative, got {self.gpus!r}")
 
 
+class Placed:
+    """Stateful workers, one per part of a job, kept between rounds (see :meth:`Executor.place`).
+
+    ``call(method, *args)`` runs ``worker.method(*args)`` on every worker and returns the results in
+    part order; the arguments are sent once to all of them. ``close()`` releases the workers.
+    """
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Placed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class ChunkError(RuntimeError):
     """A chunk failed in a worker process; the message names the stage, the chunk and the cause.
 
@@ -58,7 +78,8 @@ class Executor:
     ``chunks`` is consumed lazily (an executor keeps only a few chunks in flight), so it may be a
     generator that slices a large pool; results come back in input order whatever order the workers
     finish in, so a caller can save each result as it arrives and a killed run loses only the chunks
-    not yet returned. An executor is a context manager: ``close()`` releases its workers.
+    not yet returned. An executor is a context manager: ``close()`` releases its workers. ``place`` keeps stateful
+    workers for jobs that go in rounds (an iterative solve over parts of the pool).
     """
 
     name: ClassVar[str] = ""
@@ -70,6 +91,22 @@ class Executor:
 
         Yields:
             ``(index, stage's result on that chunk)``, in the order of ``chunks``.
+        """
+        raise NotImplementedError
+
+    def parallelism(self) -> int:
+        """How many workers a job split into parts can use at once (1: here, one after the other)."""
+        return 1
+
+    def place(self, name: str, factories: Sequence[Callable[[], Any]], gpus: float = 0.0) -> Placed:
+        """Build one stateful worker per factory (where the executor runs work) and keep it for rounds of
+        calls, e.g. the parts of an iterative solve that each hold their rows (:mod:`tunesift.ot.parts`).
+
+        Args:
+            name: what the workers do, for logs and errors.
+            factories: one per part; each builds its worker where it runs (picklable where that is
+                another process).
+            gpus: GPUs each worker needs where the executor places workers itself (Ray).
         """
         raise NotImplementedError
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from tunesift.executor.base import Executor, Stage
+from tunesift.executor.base import Executor, Placed, Stage
 from tunesift.registry import EXECUTORS
 
 
@@ -28,5 +28,21 @@ class LocalExecutor(Executor):
         for index, chunk in chunks:
             yield index, worker(chunk)
 
+    def place(self, name: str, factories: Sequence[Callable[[], Any]], gpus: float = 0.0) -> Placed:
+        return LocalPlaced([factory() for factory in factories])
+
     def close(self) -> None:
         self._workers.clear()
+
+
+class LocalPlaced(Placed):
+    """The workers live here; a call runs them one after the other (nothing is copied or pickled)."""
+
+    def __init__(self, workers: list[Any]):
+        self.workers = workers
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(worker, method)(*args) for worker in self.workers]
+
+    def close(self) -> None:
+        self.workers = []

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from tunesift.executor.base import ChunkError, Executor, Stage
+from tunesift.executor.base import ChunkError, Executor, Placed, Stage
 from tunesift.registry import EXECUTORS
 
 log = logging.getLogger("tunesift")
@@ -40,6 +40,42 @@ class StageActor:
 
     def run(self, chunk: Any) -> Any:
         return self._worker(chunk)
+
+
+class PlacedActor:
+    """What runs inside each Ray actor of :meth:`RayExecutor.place`: one stateful worker."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._worker = factory()
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self._worker, method)(*args)
+
+
+class RayPlaced(Placed):
+    """Workers on Ray actors: a call sends its arguments to the object store once, runs every worker's
+    method at once and returns the results in part order."""
+
+    def __init__(self, ray, name: str, actors: list):
+        self._ray, self.name, self.actors = ray, name, actors
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        from ray.exceptions import RayError
+
+        refs = [self._ray.put(a) for a in args]
+        futures = [actor.call.remote(method, *refs) for actor in self.actors]
+        results = []
+        for part, future in enumerate(futures):
+            try:
+                results.append(self._ray.get(future))
+            except RayError as e:
+                raise ChunkError(f"{self.name} ({method})", part, _summary(e), where="a Ray worker") from e
+        return results
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
 
 
 def _summary(error: BaseException) -> str:
@@ -100,24 +136,43 @@ class RayExecutor(Executor):
         self._ray = ray
         return ray
 
-    def _pool_for(self, stage: Stage) -> list:
-        """The stage's actors, started on first use: one CPU each, ``stage.gpus`` GPUs each."""
-        if stage.key in self._actors:
-            return self._actors[stage.key]
+    def _size(self, name: str, gpus: float) -> int:
+        """Workers to start (one CPU, ``gpus`` GPUs each): ``--ray-workers``, at most what the instance has."""
         ray = self._connect()
-        self._release()  # actors hold their CPUs: another stage's would leave none for this one
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 0))
         n = self.workers or max(cpus, 1)
         if cpus and n > cpus:
             log.warning("--ray-workers %d: the Ray instance has %d CPUs; starting %d workers", n, cpus, cpus)
             n = cpus
-        if stage.gpus:
-            gpus = resources.get("GPU", 0.0)
-            if gpus < stage.gpus:
-                raise ValueError(f"{stage.name}: each worker needs {stage.gpus:g} GPU(s) and the Ray instance has "
-                                 f"{gpus:g}; use --device cpu or a cluster with GPUs")
-            n = min(n, int(gpus // stage.gpus))
+        if gpus:
+            have = resources.get("GPU", 0.0)
+            if have < gpus:
+                raise ValueError(f"{name}: each worker needs {gpus:g} GPU(s) and the Ray instance has "
+                                 f"{have:g}; use --device cpu or a cluster with GPUs")
+            n = min(n, int(have // gpus))
+        return n
+
+    def parallelism(self) -> int:
+        return self._size("parallelism", 0.0)
+
+    def place(self, name: str, factories: Sequence[Callable[[], Any]], gpus: float = 0.0) -> Placed:
+        ray = self._connect()
+        self._release()  # stage actors hold their CPUs
+        if len(factories) > self._size(name, gpus):
+            raise ValueError(f"{name}: {len(factories)} parts, but the Ray instance runs {self._size(name, gpus)} "
+                             "workers at once; split into fewer parts")
+        actor_class = ray.remote(num_cpus=1, num_gpus=gpus)(PlacedActor)
+        log.info("%s: %d Ray worker(s)%s", name, len(factories), f", {gpus:g} GPU each" if gpus else "")
+        return RayPlaced(ray, name, [actor_class.remote(factory) for factory in factories])
+
+    def _pool_for(self, stage: Stage) -> list:
+        """The stage's actors, started on first use: one CPU each, ``stage.gpus`` GPUs each."""
+        if stage.key in self._actors:
+            return self._actors[stage.key]
+        ray = self._connect()
+        self._release()  # actors hold their CPUs: another stage's would leave none for this one
+        n = self._size(stage.name, stage.gpus)
         actor_class = ray.remote(num_cpus=1, num_gpus=stage.gpus)(StageActor)
         actors = [actor_class.remote(stage.factory) for _ in range(n)]
         self._actors[stage.key] = actors

@@ -24,10 +24,13 @@ from typing import Any
 
 import torch
 
+from tunesift.executor.base import Placed
+from tunesift.executor.local import LocalPlaced
 from tunesift.ot.cost import BlockCost
+from tunesift.ot.parts import RowPart, combine_lse, combine_sweeps
 from tunesift.ot.problem import Problem, check_positive, make_problem
 from tunesift.ot.result import OTResult
-from tunesift.ot.sweeps import column_lse_sweep, measure_sweep, row_sweep
+from tunesift.ot.sweeps import measure_sweep
 
 
 def dual_cost(problem: Problem, f: torch.Tensor, g: torch.Tensor, mass: float) -> float:
@@ -101,26 +104,47 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
         time fewer). The error is measured on the returned potentials.
     """
     problem = make_problem(x, y, a, b, epsilon=epsilon, relative_epsilon=relative_epsilon)
-    check_positive(threshold, "threshold")
-    check_positive(max_iter, "max_iter", integer=True)
     check_positive(block_size, "block_size", integer=True)
     check_positive(cost_memory_budget, "cost_memory_budget", integer=True, allow_zero=True)
+    part = RowPart(problem.x, problem.y, problem.a, int(block_size), int(cost_memory_budget))
+    return sinkhorn_parts(LocalPlaced([part]), problem.b, problem.epsilon, problem.x.shape[0], momentum=momentum,
+                          threshold=threshold, max_iter=max_iter, check_every=check_every, warn=warn,
+                          progress=progress)
+
+
+def sinkhorn_parts(parts: Placed, b: torch.Tensor, epsilon: float, n: int, *, momentum: float = 1.0,
+                   threshold: float = 1e-3, max_iter: int = 1000, check_every: int = 1, warn: bool = True,
+                   progress: bool = False) -> OTResult:
+    """Log-domain Sinkhorn whose first cloud is split over ``parts`` (:mod:`tunesift.ot.parts`).
+
+    Args:
+        parts: placed :class:`~tunesift.ot.parts.RowPart` workers, together all N rows in order; their f
+            start at 0 and their costs are built here at ``epsilon``.
+        b: (M,) second marginal (dtype and device of the driver's potentials).
+        epsilon: absolute regularisation.
+        n: N, the number of rows over all parts.
+        momentum, threshold, max_iter, check_every, warn, progress: as :func:`sinkhorn`.
+
+    Returns:
+        :class:`OTResult` with ``f`` gathered from the parts (on ``b``'s device).
+    """
+    check_positive(threshold, "threshold")
+    check_positive(max_iter, "max_iter", integer=True)
     check_positive(check_every, "check_every", integer=True)
     check_positive(momentum, "momentum")
     if not 0.0 < momentum < 2.0:
         raise ValueError(f"momentum must be in (0, 2) for over-relaxed Sinkhorn to converge, got {momentum}")
     max_iter, check_every, w = int(max_iter), int(check_every), float(momentum)
 
-    eps = problem.epsilon
-    cost = BlockCost(problem.x, problem.y, eps, int(block_size), int(cost_memory_budget))
-    n, m = cost.n, cost.m
-    dtype, device = problem.x.dtype, problem.x.device
+    eps = float(epsilon)
+    stored = all(parts.call("prepare", eps))
+    log_b = b.log()
+    m = b.shape[0]
+    dtype, device = b.dtype, b.device
     finfo = torch.finfo(dtype)
     # below this (relative to the largest weight) the one-exponential column sums may lose accuracy
     safe_column_sum = n * finfo.tiny / finfo.eps
 
-    f = torch.zeros(n, dtype=dtype, device=device)
-    f_next = torch.empty_like(f)
     g = torch.zeros(m, dtype=dtype, device=device)
     errors: list[float] = []
     converged = diverged = False
@@ -136,14 +160,14 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
             last = iteration == max_iter - 1
             checking = last or (iteration + 1) % check_every == 0
             measure = checking and (last or expect_convergence(errors, threshold))
-            sweep = row_sweep(cost, g, problem.log_a, problem.a, f_next, f_old=f, momentum=w, measure=measure)
-            f, f_next = f_next, f  # the state is now (f, g): f updated `iteration + 1` times, g `iteration`
+            sweep = combine_sweeps(parts.call("sweep", g, w, measure))
+            # the state is now (f, g): f updated `iteration + 1` times, g `iteration`
             n_passes += 1
             n_iter = iteration + 1
             if bar is not None:
                 bar.update(1)
             if checking:
-                col_error = (sweep.column_sums() - problem.b).abs().sum()
+                col_error = (sweep.column_sums().to(device) - b).abs().sum()
                 error = float(sweep.row_error + col_error)
                 errors.append(error)
                 if bar is not None:
@@ -159,25 +183,29 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
             if last:
                 break
             if bool((sweep.col_acc >= safe_column_sum).all()):
-                log_col = sweep.col_acc.log() + sweep.col_scale  # log column sums of P(f, g)
+                log_col = (sweep.col_acc.log() + sweep.col_scale).to(device)  # log column sums of P(f, g)
             else:
-                log_col = g / eps + column_lse_sweep(cost, f)
+                log_col = g / eps + combine_lse(parts.call("column_lse")).to(device)
                 n_passes += 1
-            g_new = g - eps * (log_col - problem.log_b)  # the column marginal of (f, g_new) is b
+            g_new = g - eps * (log_col - log_b)  # the column marginal of (f, g_new) is b
             g = g + w * (g_new - g)
             measured = None
     finally:
         if bar is not None:
             bar.close()
 
+    f = torch.cat([part_f.to(device) for part_f in parts.call("potentials")])
+    neg_entropy = sum(parts.call("entropy")) + float((b.double() * log_b.double()).sum())
     if measured is not None:
         error, mass, transport = measured
-        reg_cost = dual_cost(problem, f, g, mass)
     else:  # converged at a check that did not measure
         error = errors[-1]
-        _, reg_cost, transport = finish(problem, cost, f, g)
+        sums = parts.call("measure", g)
+        mass, transport = sum(s[2] for s in sums), sum(s[3] for s in sums)
         n_passes += 1
+    dual = float((b.double() * g.double()).sum()) + sum(parts.call("dual_f"))
+    reg_cost = dual - eps * neg_entropy + eps * (1.0 - mass)
     if not converged and warn:
         warn_not_converged("sinkhorn", error, threshold, max_iter, eps)
     return OTResult(f=f, g=g, cost=reg_cost, transport_cost=transport, converged=converged, errors=errors,
-                    n_iter=n_iter, epsilon=eps, method="sinkhorn", n_passes=n_passes, cost_stored=cost.is_stored)
+                    n_iter=n_iter, epsilon=eps, method="sinkhorn", n_passes=n_passes, cost_stored=stored)

@@ -98,21 +98,24 @@ class GOTD(PoolMethod):
         if self.domain_sample < 2:
             raise ValueError(f"`domain_sample` must be at least 2, got {self.domain_sample!r}")
 
-    def _solve(self, x_np: np.ndarray, y_np: np.ndarray, device: str):
+    def _solve(self, x_np: np.ndarray, y_np: np.ndarray, device: str, executor=None):
+        """The OT solve of pool ``x_np`` against ``y_np``; Sinkhorn's rows are split over ``executor``'s
+        workers (None or local: here, one part; a memory-mapped pool is read block by block)."""
         import torch
 
-        from tunesift.ot import HostRows, sinkhorn, solve_semidual
+        from tunesift.ot import HostRows, solve_semidual
+        from tunesift.ot.parts import sinkhorn_on
 
-        if isinstance(x_np, np.memmap):  # the cached / precomputed pool matrix: read block by block
-            x = HostRows(x_np, torch.float32, device)
-        else:
-            x = torch.from_numpy(np.array(x_np, dtype=np.float32)).to(device)  # a copy: inputs may be read-only
-        y = torch.from_numpy(np.array(y_np, dtype=np.float32)).to(device)
         kw = dict(epsilon=self.epsilon, relative_epsilon=self.relative_epsilon, threshold=self.threshold,
                   max_iter=self.max_iter, block_size=self.block_size)
-        if self.solver == "semidual":
-            return solve_semidual(x, y, **kw)
-        return sinkhorn(x, y, momentum=self.momentum, cost_memory_budget=self.cost_memory_budget, **kw)
+        if self.solver == "semidual":  # L-BFGS over the target potentials, in this process
+            if isinstance(x_np, np.memmap):  # the cached / precomputed pool matrix: read block by block
+                x = HostRows(x_np, torch.float32, device)
+            else:
+                x = torch.from_numpy(np.array(x_np, dtype=np.float32)).to(device)  # a copy: may be read-only
+            return solve_semidual(x, torch.from_numpy(np.array(y_np, dtype=np.float32)).to(device), **kw)
+        return sinkhorn_on(executor, x_np, y_np, momentum=self.momentum, cost_memory_budget=self.cost_memory_budget,
+                           device=device, **kw)
 
     def _prefilter(self, pool: TextSet, target: TextSet, ctx: Context) -> tuple[np.ndarray, dict]:
         """Rows of the ``domains_keep`` domains closest to the target (OT cost on samples)."""
@@ -148,7 +151,7 @@ class GOTD(PoolMethod):
         if x.shape[1] != y.shape[1]:
             raise ValueError(f"pool embeddings have dimension {x.shape[1]}, target embeddings {y.shape[1]}")
         with ctx.timer.stage("ot_solve"):
-            out = self._solve(x, y, ctx.device)
+            out = self._solve(x, y, ctx.device, ctx.executor)
         f = out.f.detach().double().cpu().numpy()
         if not np.isfinite(f).all():
             raise ValueError("the OT potentials are not finite; raise epsilon (or use --relative-epsilon)")
