@@ -9,7 +9,14 @@ mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of tha
 - ``mmap``: ``np.load(pool, mmap_mode="r")`` handed to ``sinkhorn`` as it is: the solver reads it
   block by block (:class:`tunesift.ot.HostRows`) and releases the pages it has read.
 
-Both use GOT-D's settings (epsilon 0.1 absolute, plain Sinkhorn, threshold 1e-3, online cost in
+- ``ray1`` / ``ray2`` (``--modes``): the memory-mapped pool split over 1 or 2 Ray actors
+  (:func:`tunesift.ot.parts.sinkhorn_on` on ``--ray local``): each actor reads its own rows of the file;
+  the driver holds only the (M,) target potentials. "load s" is then the start of Ray; the solve
+  includes starting its actors; "peak RSS" is the driver's (each actor reads its rows block by block,
+  as the mmap mode does).
+  On a 2-core machine this is a ratio of 1 to 2 workers, not a promise of cluster speed.
+
+All use GOT-D's settings (epsilon 0.1 absolute, plain Sinkhorn, threshold 1e-3, online cost in
 blocks of 2048 rows). The script checks that the two give the same potentials (max |Δf|) and the same
 top 5% (GOT-D's pick: the most negative f), and prints the ratios mmap / memory. The mmap mode reads
 the file through the page cache, which the kernel may keep or drop (it is not the process's
@@ -21,6 +28,7 @@ Examples::
     python benchmarks/scale.py                          # N = 100k, 500k, 2M; M = 2000; d = 384
     python benchmarks/scale.py --n 20000 --threads 1    # a quick check
     python benchmarks/scale.py --n 10000000 --dir /big/disk --keep --json
+    python benchmarks/scale.py --n 100000 500000 --modes mmap ray1 ray2
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("memory", "mmap")
+MODES = ("memory", "mmap", "ray1", "ray2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dir", default=None, help="where the .npy files go (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the .npy files (reused by a later run in --dir)")
     p.add_argument("--json", action="store_true", help="also print one JSON line per size")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=["memory", "mmap"],
+                   help="what to compare (default: memory mmap); the first is the reference of the ratios")
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--pool", help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
@@ -105,19 +115,32 @@ def child(args: argparse.Namespace) -> None:
     y = torch.from_numpy(np.load(args.target)).to(args.device)
     base_mb = _rss_mb("VmRSS")
     t1 = time.perf_counter()
-    if args.child == "memory":
-        x = torch.from_numpy(np.load(args.pool)).to(args.device)
-    else:
-        x = np.load(args.pool, mmap_mode="r")
-        if args.device != "cpu":
-            from tunesift.ot import HostRows
+    kw = dict(epsilon=args.epsilon, threshold=args.threshold, max_iter=args.max_iter, block_size=args.block_size)
+    if args.child.startswith("ray"):
+        from tunesift.executor import make_executor
+        from tunesift.ot.parts import sinkhorn_on
 
-            x = HostRows(x, torch.float32, args.device)
-    t2 = time.perf_counter()
-    out = sinkhorn(x, y, epsilon=args.epsilon, threshold=args.threshold, max_iter=args.max_iter,
-                   block_size=args.block_size)
-    f = out.f.double().cpu().numpy()
-    t3 = time.perf_counter()
+        workers = int(args.child[3:])
+        with make_executor("local", workers=workers) as executor:
+            with executor.place("start", [list] * workers) as up:  # Ray started: not part of the solve
+                up.call("copy")
+            t2 = time.perf_counter()
+            out = sinkhorn_on(executor, np.load(args.pool, mmap_mode="r"), y.cpu().numpy(), device=args.device, **kw)
+            f = out.f.double().cpu().numpy()
+            t3 = time.perf_counter()
+    else:
+        if args.child == "memory":
+            x = torch.from_numpy(np.load(args.pool)).to(args.device)
+        else:
+            x = np.load(args.pool, mmap_mode="r")
+            if args.device != "cpu":
+                from tunesift.ot import HostRows
+
+                x = HostRows(x, torch.float32, args.device)
+        t2 = time.perf_counter()
+        out = sinkhorn(x, y, **kw)
+        f = out.f.double().cpu().numpy()
+        t3 = time.perf_counter()
     np.save(args.f_out, f)
     peak_mb = _rss_mb("VmHWM")
     print(json.dumps({"mode": args.child, "load_s": t2 - t1, "solve_s": t3 - t2, "wall_s": t3 - t0,
@@ -161,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 made.append(pool)
             file_mb = pool.stat().st_size / 2**20
             results, fs = {}, {}
-            for mode in MODES:
+            for mode in args.modes:
                 f_out = folder / f"f_{mode}_n{n}.npy"
                 results[mode] = run_mode(args, mode, pool, target, f_out)
                 fs[mode] = np.load(f_out)
@@ -171,22 +194,22 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_before_pool_mb']:>8.0f} "
                       f"{file_mb:>8.0f}", flush=True)
             k = max(1, n // 20)
-            top = {mode: np.sort(np.argsort(fs[mode], kind="stable")[:k]) for mode in MODES}
-            same_top = bool(np.array_equal(top["memory"], top["mmap"]))
-            max_df = float(np.abs(fs["memory"] - fs["mmap"]).max())
-            mem, mm = results["memory"], results["mmap"]
-            time_ratio = (mm["load_s"] + mm["solve_s"]) / (mem["load_s"] + mem["solve_s"])
-            rss_ratio = mm["peak_rss_mb"] / mem["peak_rss_mb"]
-            rise = {mode: r["peak_rss_mb"] - r["rss_before_pool_mb"] for mode, r in results.items()}
-            rise_ratio = rise["mmap"] / rise["memory"] if rise["memory"] > 0 else float("nan")
-            print(f"{n:>10}   mmap / memory: time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x "
-                  f"({mm['peak_rss_mb']:.0f} vs {mem['peak_rss_mb']:.0f} MB; the rise during load + solve "
-                  f"{rise_ratio:.2f}x); max |f_mmap - f_memory| {max_df:.3g}; "
-                  f"top {k} {'identical' if same_top else 'DIFFER'}", flush=True)
+            ref = args.modes[0]
+            top = {mode: np.sort(np.argsort(fs[mode], kind="stable")[:k]) for mode in args.modes}
+            line = {"n": n, "m": args.m, "d": args.d, "file_mb": file_mb, **results}
+            for mode in args.modes[1:]:
+                same_top = bool(np.array_equal(top[ref], top[mode]))
+                max_df = float(np.abs(fs[ref] - fs[mode]).max())
+                a, b = results[ref], results[mode]
+                time_ratio = b["solve_s"] / a["solve_s"]
+                rss_ratio = b["peak_rss_mb"] / a["peak_rss_mb"]
+                print(f"{n:>10}   {mode} / {ref}: solve time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x "
+                      f"({b['peak_rss_mb']:.0f} vs {a['peak_rss_mb']:.0f} MB); max |f_{mode} - f_{ref}| {max_df:.3g}; "
+                      f"top {k} {'identical' if same_top else 'DIFFER'}", flush=True)
+                line[f"{mode}_vs_{ref}"] = {"time_ratio": time_ratio, "rss_ratio": rss_ratio, "max_abs_df": max_df,
+                                            "top_identical": same_top}
             if args.json:
-                print(json.dumps({"n": n, "m": args.m, "d": args.d, "memory": mem, "mmap": mm, "file_mb": file_mb,
-                                  "time_ratio": time_ratio, "rss_ratio": rss_ratio, "rise_ratio": rise_ratio,
-                                  "max_abs_df": max_df, "top_identical": same_top}))
+                print(json.dumps(line))
     finally:
         if not args.keep:
             for p in made:

@@ -68,9 +68,10 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """``--ray ADDRESS`` and ``--ray-workers N``: run the per-example stages on Ray actors."""
     parser.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
-                        help="run per-example stages (embedding, DSIR's n-gram counts) on Ray actors, each "
-                        "loading the model once: 'local' starts Ray on this machine, 'auto' or HOST:PORT joins a "
-                        "running cluster (default: in this process; needs `pip install 'tunesift[ray]'`)")
+                        help="run per-example stages (embedding, DSIR's n-gram counts, DEALRec's effort) on Ray "
+                        "actors, each loading the model once, and split GOT-D's Sinkhorn over them: 'local' starts "
+                        "Ray on this machine, 'auto' or HOST:PORT joins a running cluster (default: in this process; "
+                        "needs `pip install 'tunesift[ray]'`)")
     parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
                         help="Ray actors per stage (default: the cluster's CPUs; a GPU stage: at most its GPUs)")
 

@@ -7,7 +7,7 @@ import importlib
 import logging
 import shlex
 
-from tunesift.cli import add_device_argument, add_threads_argument, apply_threads, out_arg
+from tunesift.cli import add_device_argument, add_executor_arguments, add_threads_argument, apply_threads, out_arg
 
 log = logging.getLogger("tunesift")
 
@@ -63,6 +63,7 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=None, help="data format: dealrec, recbole or table (default: detected)")
     add_device_argument(p)
     add_threads_argument(p)
+    add_executor_arguments(p)
     p.add_argument("--cache-dir", default=None, help="item-embedding and selection caches (default: OUT/cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -98,12 +99,15 @@ def run_rec(args: argparse.Namespace) -> int:
     stages = {k: v for name in STAGE_SETTINGS for k, v in table.values(args, name).items()}
     scale = scale_with(args.scale, args.backbone, stages=stages, settings=table.values(args, args.backbone),
                        n_users=args.n_users, n_test_users=args.n_test_users)
-    result = run_rec_bench(
-        args.data, args.out, methods=args.methods.split(","),
-        seeds=range(args.first_seed, args.first_seed + args.seeds), scale=scale, backbone=args.backbone,
-        budget=args.budget, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
-        command=_command(args), format=args.format,
-    )
+    from tunesift.executor import make_executor
+
+    with make_executor(args.ray, args.ray_workers) as executor:
+        result = run_rec_bench(
+            args.data, args.out, methods=args.methods.split(","),
+            seeds=range(args.first_seed, args.first_seed + args.seeds), scale=scale, backbone=args.backbone,
+            budget=args.budget, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
+            command=_command(args), format=args.format, executor=executor,
+        )
     log.info("%d runs (%d computed now); wrote %s", len(result.records), len(result.ran),
              ", ".join(str(p) for p in result.files.values()))
     return 0

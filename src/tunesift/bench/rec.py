@@ -121,7 +121,9 @@ class RecBench:
 
     def __init__(self, data: Any, out: str | os.PathLike, scale: RecScale | str = "tiny", backbone: str = "bigrec",
                  budget: int | None = None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 data_seed: int = 0, progress: bool = True, format: str | None = None):
+                 data_seed: int = 0, progress: bool = True, format: str | None = None, executor: Any = None):
+        """``executor``: where the selections' per-user chunks (effort) run (:mod:`tunesift.executor`;
+        None: here). Results do not depend on it, so it is not part of the bench's settings."""
         from tunesift.embed import resolve_device
         from tunesift.rec.data import RecData, load_rec_data
 
@@ -133,6 +135,7 @@ class RecBench:
         self.out = Path(out)
         self.device = resolve_device(device)
         self.progress = progress
+        self.executor = executor
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "cache"
         self.data = data if isinstance(data, RecData) else load_rec_data(data, format=format)
         full_data = self.data
@@ -184,7 +187,7 @@ class RecBench:
 
         result = select_samples(self.pool, self.budget, method=method, seed=seed, backbone=self.backbone,
                                 device=self.device, progress=self.progress, cache_dir=self.cache_dir / "selection",
-                                **self.scale.stages)
+                                executor=self.executor, **self.scale.stages)
         return [int(i) for i in result.indices]
 
     def finetune(self, selected: Sequence[int], seed: int, full: bool, folder: Path) -> tuple[Any, dict]:
@@ -440,7 +443,7 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
                   seeds: Sequence[int] = (0, 1, 2), scale: RecScale | str = "tiny", backbone: str = "bigrec",
                   budget: int | None = None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
                   progress: bool = True, command: str = "", format: str | None = None,
-                  data_seed: int = 0) -> RecBenchResult:
+                  data_seed: int = 0, executor: Any = None) -> RecBenchResult:
     """Run (or resume) the bench for every method and seed and write results.md/csv/json and a plot.
 
     Args:
@@ -450,13 +453,14 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
         seeds: one run per method and seed.
         scale: a name in the backbone's ``scales`` or a :class:`RecScale` (see :func:`scale_with`).
         backbone: a registered backbone (``bigrec``, ``tiger``).
+        executor: where the effort's chunks of users run (:mod:`tunesift.executor`; None: here).
     """
     methods = check_methods(methods)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
     bench = RecBench(data, out, scale, backbone=backbone, budget=budget, device=device, cache_dir=cache_dir,
-                     progress=progress, format=format, data_seed=data_seed)
+                     progress=progress, format=format, data_seed=data_seed, executor=executor)
     from tunesift.io.lock import FolderBusyError
 
     ran, busy = [], []

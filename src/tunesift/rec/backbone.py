@@ -29,8 +29,10 @@ from tunesift.registry import Registry
 # Backbones (LLM-based recommenders DEALRec selects for): tunesift.rec.bigrec, tunesift.rec.tiger
 REC_BACKBONES: Registry = Registry("backbone")
 
-# chunked(n, chunk, compute) -> (n,) values: computes ``compute(slice)`` per chunk, saving each (resumable)
-Chunked = Callable[[int, int, Callable[[slice], np.ndarray]], np.ndarray]
+# chunked(n, chunk, factory) -> (n,) values: ``factory()`` builds the worker ``slice -> values`` where the
+# chunks run (here, or once per Ray actor: then it is pickled, with what it refers to); each chunk is
+# saved as it comes back (resumable)
+Chunked = Callable[[int, int, Callable[[], Callable[[slice], np.ndarray]]], np.ndarray]
 
 
 @dataclass(frozen=True)

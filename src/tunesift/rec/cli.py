@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tunesift.cli import add_device_argument, add_threads_argument, apply_threads, out_arg
+from tunesift.cli import add_device_argument, add_executor_arguments, add_threads_argument, apply_threads, out_arg
 
 log = logging.getLogger("tunesift")
 
@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title-field", default="title", help="table: title column (default: title)")
     add_device_argument(p)
     add_threads_argument(p)
+    add_executor_arguments(p)
     p.add_argument("--no-plot", action="store_true", help="do not draw OUT/selection.png (what was picked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -101,13 +102,16 @@ def run(args: argparse.Namespace) -> int:
     from tunesift.io.lock import LOCK_NAME, hold_lock
     from tunesift.rec.pipeline import select_samples
 
+    from tunesift.executor import make_executor
+
     apply_threads(args)
     settings, methods = rec_settings_from_args(args, args._flags, [args.method], args.backbone)
+    executor = make_executor(args.ray, args.ray_workers)
     data = load_data_from_args(args)
-    with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"):
+    with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"), executor:
         result = select_samples(data, args.budget, method=methods[args.method], seed=args.seed, out_dir=args.out,
                                 settings=settings, backbone=args.backbone, device=args.device,
-                                progress=not args.no_progress, max_users=args.max_users)
+                                progress=not args.no_progress, max_users=args.max_users, executor=executor)
     if not args.no_plot:
         try:
             from tunesift.rec.plot import plot_selection

@@ -90,7 +90,8 @@ class RecContext:
     """
 
     def __init__(self, data: RecData, pool: np.ndarray, budget: int, seed: int, settings: RecSettings,
-                 backbone: Backbone, cache: StageCache, timer: Timer, device: str, progress: bool = True):
+                 backbone: Backbone, cache: StageCache, timer: Timer, device: str, progress: bool = True,
+                 executor: Any = None):
         self.data = data
         self.pool = pool
         self.budget = budget
@@ -103,6 +104,7 @@ class RecContext:
         self.timer = timer
         self.device = device
         self.progress = progress
+        self.executor = executor  # where per-user chunks run (effort): tunesift.executor; None: here
         self.stage_info: dict[str, Any] = {}
         self._results: dict[str, Any] = {}
         self._tensors = None
@@ -237,6 +239,7 @@ def select_samples(
     max_users: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     format: str | None = None,
+    executor: Any = None,
     **options: Any,
 ) -> RecSelection:
     """Pick ``budget`` users whose samples to fine-tune a recommender backbone on.
@@ -256,6 +259,8 @@ def select_samples(
             then come from the subset (an estimate of the full data's).
         out_dir: writes scores.parquet, selected.jsonl, manifest.json there; stages are cached in
             ``cache_dir`` (default ``out_dir/cache``; none when both are None).
+        executor: where the effort's chunks of users run (:mod:`tunesift.executor`; None: here); the
+            scores do not depend on it.
     """
     from tunesift.embed import resolve_device
 
@@ -303,7 +308,7 @@ def select_samples(
             pool = np.sort(np.random.default_rng(seed).choice(pool, size=max_users, replace=False))
     check_budget(budget, pool.size, f"users with a training item in {data.source}")
     ctx = RecContext(data, pool, int(budget), seed, settings, bb, StageCache(cache_folder), timer, device,
-                     progress=progress)
+                     progress=progress, executor=executor)
     ranking = m.rank(ctx)
     with timer.stage("select"):
         chosen = np.asarray(ranking.selection.indices, dtype=np.int64)
@@ -337,6 +342,8 @@ def select_samples(
         "timings_s": {k: round(v, 4) for k, v in timer.stages.items()},
         "method_info": ranking.info,
     }
+    if executor is not None and executor.name != "local":  # as in `tunesift gotd`: recorded where not the default
+        manifest["executor"] = executor.describe()
     users = [data.users[int(pool[i])] for i in first]
     result = RecSelection(users=users, indices=pool[first], rows=rows, ranking=ranking, pool=pool, manifest=manifest)
     if out_dir is not None:

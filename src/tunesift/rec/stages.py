@@ -83,24 +83,36 @@ class StageCache:
             write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
             fault_point(f"stage:{name}")
 
-    def chunked(self, name: str, key: str, n: int, chunk: int,
-                compute: Callable[[slice], np.ndarray], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Compute ``n`` values in chunks, saving each, so an interrupted run resumes where it stopped."""
+    def chunked(self, name: str, key: str, n: int, chunk: int, factory: Callable[[], Callable[[slice], np.ndarray]],
+                progress: Callable[[int], None] | None = None, executor: Any = None) -> np.ndarray:
+        """Compute ``n`` values in chunks, saving each, so an interrupted run resumes where it stopped.
+
+        ``factory()`` builds the worker (``slice -> values``) where the chunks run: once here, or once per
+        actor of a Ray ``executor`` (:mod:`tunesift.executor`; None: here, in order). Chunks come back
+        in order and each is saved as it arrives."""
+        from tunesift.executor import LocalExecutor
+        from tunesift.executor import Stage as ChunkStage
+
         done = self.load_array(name, key)
         if done is not None:
             return done
-        parts = []
         part_key = stage_key(parent=key, chunk=chunk)
-        for k, start in enumerate(range(0, n, chunk)):
-            sl = slice(start, min(start + chunk, n))
-            part_name = f"{name}.part{k:05d}"
-            arr = self.load_array(part_name, part_key)
-            if arr is None or arr.shape[0] != sl.stop - sl.start:
-                arr = np.asarray(compute(sl))
-                self.save_array(part_name, part_key, arr)
-            elif progress is not None:
+        slices = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+        parts: list[np.ndarray | None] = []
+        for k, sl in enumerate(slices):
+            arr = self.load_array(f"{name}.part{k:05d}", part_key)
+            if arr is not None and arr.shape[0] != sl.stop - sl.start:
+                arr = None
+            if arr is not None and progress is not None:
                 progress(arr.shape[0])
             parts.append(arr)
+        todo = [(k, sl) for k, sl in enumerate(slices) if parts[k] is None]
+        if todo:
+            executor = LocalExecutor() if executor is None else executor
+            stage = ChunkStage(name=f"{name} chunks", key=f"{name}:{key}", factory=factory)
+            for k, arr in executor.map(stage, iter(todo)):
+                parts[k] = np.asarray(arr)
+                self.save_array(f"{name}.part{k:05d}", part_key, parts[k])
         result = np.concatenate(parts) if parts else np.zeros(0)
         self.save_array(name, key, result)
         if self.folder is not None:
@@ -355,8 +367,8 @@ class EffortStage(Stage):
         key = self.key(ctx)
         cache = ctx.cache if key is not None else StageCache(None)
 
-        def chunked(n: int, chunk: int, compute: Callable[[slice], np.ndarray]) -> np.ndarray:
-            return cache.chunked(self.name, key or "", n, chunk, compute)
+        def chunked(n: int, chunk: int, factory: Callable[[], Callable[[slice], np.ndarray]]) -> np.ndarray:
+            return cache.chunked(self.name, key or "", n, chunk, factory, executor=getattr(ctx, "executor", None))
 
         return self.backbone.effort(ctx.data, ctx.pool, ctx.seed, chunked)
 

@@ -293,7 +293,7 @@ class BigRec(Backbone):
                                  param_filter=s.effort_parameters, max_length=s.max_tokens, device=self.device,
                                  progress=self.progress)
 
-        scores = chunked(len(samples), s.effort_chunk, compute)
+        scores = chunked(len(samples), s.effort_chunk, lambda: compute)  # a Ray actor loads its own copy
         info = {"llm": self.model_id(), "dtype": s.llm_dtype, "batch_size": s.effort_batch_size,
                 "loss_on": s.effort_loss_on, "parameters": s.effort_parameters or "last layer's v_proj lora_B",
                 "truncated_prompts": sum(1 for x in samples if x.n_dropped)}

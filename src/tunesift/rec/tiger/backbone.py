@@ -178,7 +178,7 @@ class Tiger(Backbone):
             state["names"], state["path"] = names, path
             return scores
 
-        scores = chunked(len(users), s.effort_chunk, compute)
+        scores = chunked(len(users), s.effort_chunk, lambda: compute)  # a Ray actor builds its own model
         info = {"state": s.effort_state, "parameters": state.get("names", s.effort_parameters or "default"),
                 "path": state.get("path"), "users_without_samples": int(sum(1 for u in users if len(data.train[u]) < 2))}
         return scores, info
