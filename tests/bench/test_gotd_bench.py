@@ -429,3 +429,21 @@ def test_a_new_evaluation_is_one_registered_class(tmp_path):
         assert bench.store.settings["eval"] == "majority" and "length_norm" not in bench.store.settings
     finally:
         WARMUP_EVALS._items.pop("majority", None)
+
+
+def test_lora_pre_fine_tuning_is_a_setting_of_the_bench(tmp_path, capsys):
+    from tunesift.cli import main
+
+    out = tmp_path / "lora"
+    assert main(ZERO_SHOT + ["--methods", "random", "--budgets", "50", "--seeds", "1", "--pretrain-lora-r", "4",
+                             "--out", str(out)]) == 0
+    settings = json.loads((out / "bench.json").read_text())
+    assert settings["pretrain_lora_r"] == 4
+    text = (out / "results.md").read_text()
+    assert "LoRA rank 4, merged" in text and "--pretrain-lora-r 4" in text
+    run = json.loads(next((out / "runs").glob("method=random*/result.json")).read_text())
+    assert run["pretrain_steps"] == 4 and np.isfinite(run["lm_loss_after"])  # the adapters' effect: tests/warmup
+    # full-weight benches record no LoRA setting (folders from before it existed still resume)
+    assert "pretrain_lora_r" not in GotdBenchConfig.from_scale("tiny", str(tmp_path / "x")).comparable_settings()
+    assert main(ZERO_SHOT + ["--pretrain-lora-r", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "pretrain_lora_r" in capsys.readouterr().err

@@ -177,6 +177,28 @@ def test_pretraining_lowers_the_loss_and_is_reproducible(which, request, task):
     assert np.allclose(pretrain(again, texts, config).losses, result.losses, atol=1e-5)
 
 
+@pytest.mark.parametrize("which,adapted", [("bert_dir", ("query", "value")), ("llama_dir", ("q_proj", "v_proj"))])
+def test_lora_pretraining_changes_only_the_adapted_weights_and_merges(which, adapted, request, task):
+    torch.set_num_threads(1)
+    folder = request.getfixturevalue(which)
+    texts = task.train.texts[:64]
+    config = PretrainConfig(learning_rate=1e-2, epochs=4, batch_size=16, max_length=32, seed=0, device="cpu",
+                            lora_r=4)
+    base = load_language_model(folder, seed=0)
+    before = lm_loss(base, texts, max_length=32).loss
+    lm = clone_language_model(base)
+    result = pretrain(lm, texts, config)
+    assert not hasattr(lm.model, "peft_config") and type(lm.model) is type(base.model)  # merged: a plain model
+    start = dict(base.model.named_parameters())
+    changed = {n for n, p in lm.model.named_parameters() if not torch.equal(p, start[n])}
+    assert changed and all(n.rsplit(".", 2)[-2] in adapted for n in changed), sorted(changed)[:5]
+    assert lm_loss(lm, texts, max_length=32).loss < before  # q, v adapters of a tiny model: a small step
+    again = clone_language_model(load_language_model(folder, seed=0))
+    assert np.allclose(pretrain(again, texts, config).losses, result.losses, atol=1e-5)  # seeded adapters
+    with pytest.raises(ValueError, match="lora_r"):
+        PretrainConfig(lora_r=-1)
+
+
 def test_max_steps_and_objective_checks(bert_dir, task):
     lm = load_language_model(bert_dir)
     result = pretrain(lm, task.train.texts[:64], PretrainConfig(max_steps=3, batch_size=8, device="cpu"))

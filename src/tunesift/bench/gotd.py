@@ -214,6 +214,7 @@ class GotdBenchConfig:
     pretrain_epochs: int = 1
     pretrain_lr: float = 1e-4
     pretrain_batch_size: int = 32
+    pretrain_lora_r: int = 0  # 0: pre-fine-tune all weights; r: LoRA adapters of rank r, merged afterwards
     finetune_epochs: int = 3
     finetune_lr: float = 5e-5
     finetune_batch_size: int = 32
@@ -275,6 +276,10 @@ class GotdBenchConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"`{name}` must be a positive integer or None, got {v}")
+        r = self.pretrain_lora_r
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise ValueError(f"`pretrain_lora_r` must be a non-negative integer (0: all weights), got "
+                             f"{self.pretrain_lora_r!r}")
         if self.head_warmup_steps < 0:
             raise ValueError(f"`head_warmup_steps` must be non-negative (0: no warm-up), got {self.head_warmup_steps}")
         if self.head_warmup_texts < 1:
@@ -304,6 +309,8 @@ class GotdBenchConfig:
                     d.pop(k, None)
         if self.eval == DEFAULT_EVAL:  # as before --eval existed, so older bench folders still resume
             d.pop("eval")
+        if not self.pretrain_lora_r:  # as before LoRA pre-fine-tuning existed
+            d.pop("pretrain_lora_r")
         from tunesift.bench.common import absolute_path
 
         for k in ("pool", "pool_embeddings", "verbalizer"):
@@ -634,7 +641,7 @@ class GotdBench:
                 lm = self.load_start_model()
                 pcfg = PretrainConfig(objective=lm.objective, learning_rate=c.pretrain_lr, epochs=c.pretrain_epochs,
                                       batch_size=c.pretrain_batch_size, max_length=c.max_length, seed=seed,
-                                      device=c.device)
+                                      device=c.device, lora_r=c.pretrain_lora_r)
                 with measure() as m_pre:
                     pre = pretrain(lm, [self.pool.texts[i] for i in rows], pcfg, progress=c.progress)
                 record.update(pretrain_s=m_pre.seconds, pretrain_steps=pre.steps,
@@ -794,7 +801,7 @@ class GotdBench:
                  "--seeds", str(len(c.seeds)), "--out", c.out]
         default = GotdBenchConfig.scale_defaults(c.scale)
         own = tuple(k for e in evaluation_names() for k in evaluation(e).own_settings)
-        for name in TUNABLE + ("objective", "text_field", "eval") + own:
+        for name in TUNABLE + ("objective", "text_field", "eval", "pretrain_lora_r") + own:
             value = getattr(c, name)
             if value != default.get(name, GotdBenchConfig.__dataclass_fields__[name].default):
                 parts += ["--" + name.replace("_", "-"), str(value)]
@@ -927,6 +934,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-epochs", type=int, default=None, help=f"pre-fine-tuning epochs ({scale})")
     p.add_argument("--pretrain-lr", type=float, default=None, help=f"pre-fine-tuning peak learning rate ({scale})")
     p.add_argument("--pretrain-batch-size", type=int, default=None, help=f"({scale})")
+    p.add_argument("--pretrain-lora-r", type=int, default=None, help="pre-fine-tune LoRA adapters of this rank on "
+                   "the attention projections, merged into the weights afterwards (default: 0, all weights)")
     p.add_argument("--finetune-epochs", type=int, default=None, help=f"classifier epochs ({scale})")
     p.add_argument("--finetune-lr", type=float, default=None, help=f"classifier peak learning rate ({scale})")
     p.add_argument("--finetune-batch-size", type=int, default=None, help=f"({scale})")
@@ -948,7 +957,7 @@ def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
     overrides = {k: getattr(args, k) for k in ("pool", "task", "threads") + TUNABLE}
     overrides.update(objective=args.objective, text_field=args.text_field, device=args.device,
                      progress=not args.no_progress, eval=args.eval, template=args.template, verbalizer=args.verbalizer,
-                     length_norm=args.length_norm)
+                     length_norm=args.length_norm, pretrain_lora_r=args.pretrain_lora_r)
     if args.template is not None:
         args.template = args.template.replace("\\n", "\n")  # a shell gives "\n" as two characters
         overrides["template"] = args.template

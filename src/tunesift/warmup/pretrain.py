@@ -52,6 +52,11 @@ class PretrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     device: str = "auto"
+    # 0: train all weights; r > 0: LoRA adapters of rank r on the architecture's attention projections
+    # (peft's defaults for the model type), merged into the weights when training ends
+    lora_r: int = 0
+    lora_alpha: int | None = None  # None: 2 r
+    lora_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES + ("auto",):
@@ -71,6 +76,12 @@ class PretrainConfig:
             raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
+        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, (int, np.integer)) or self.lora_r < 0:
+            raise ValueError(f"`lora_r` must be a non-negative integer (0: all weights), got {self.lora_r!r}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"`lora_alpha` must be positive, got {self.lora_alpha!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}")
 
 
 @dataclass
@@ -311,11 +322,14 @@ def model_losses(model: Any, inputs, attention_mask, labels, objective: str):
     of the tokens): the same loss as the full logits, at a fraction of the head's cost, which for a
     small encoder such as MiniLM (hidden 384, vocabulary 30,522) is about half of the whole model's.
     """
-    head = _mlm_head(model) if objective == "mlm" else None
+    # a PEFT (LoRA) wrapper: its base model carries the adapters in place, and its own `base_model` is the
+    # wrapper's, not the encoder
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = _mlm_head(inner) if objective == "mlm" else None
     if head is None:
         logits = model(input_ids=inputs, attention_mask=attention_mask).logits  # (B, T, V)
         return token_losses(logits, labels, objective)
-    hidden = model.base_model(input_ids=inputs, attention_mask=attention_mask)[0]  # (B, T, H)
+    hidden = inner.base_model(input_ids=inputs, attention_mask=attention_mask)[0]  # (B, T, H)
     where = labels != IGNORE_INDEX
     logits = head(hidden[where])  # (n, V)
     return token_losses(logits[None], labels[where][None], objective)
@@ -401,6 +415,18 @@ def make_optimizer(model: Any, learning_rate: float, weight_decay: float):
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 
+def with_lora(model: Any, config: PretrainConfig) -> Any:
+    """``model`` wrapped with trainable LoRA adapters of rank ``config.lora_r`` (everything else frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    try:
+        lora = LoraConfig(r=int(config.lora_r), lora_alpha=config.lora_alpha or 2 * int(config.lora_r),
+                          lora_dropout=config.lora_dropout, bias="none")
+        return get_peft_model(model, lora)
+    except ValueError as e:  # no default target modules for this architecture
+        raise ValueError(f"LoRA pre-fine-tuning of a {type(model).__name__}: {e}") from None
+
+
 def pretrain(lm: LanguageModel, texts: Sequence[str], config: PretrainConfig | None = None,
              progress: bool = False) -> PretrainResult:
     """Continue ``lm``'s own objective on ``texts`` (in place) and return what was done.
@@ -427,6 +453,9 @@ def pretrain(lm: LanguageModel, texts: Sequence[str], config: PretrainConfig | N
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     model = lm.model.to(device)
+    if config.lora_r:
+        with seeded(config.seed, device):  # the adapters' initialisation
+            model = with_lora(model, config)
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     warmup = int(config.warmup_ratio * total)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, total, warmup))
@@ -460,6 +489,8 @@ def pretrain(lm: LanguageModel, texts: Sequence[str], config: PretrainConfig | N
                 step += 1
                 bar.update(1)
     bar.close()
+    if config.lora_r:  # the adapters become part of the weights: later stages see a plain model
+        lm.model = model = model.merge_and_unload()
     model.eval()
     return PretrainResult(objective=lm.objective, steps=step, examples=examples, tokens=tokens,
                           seconds=time.perf_counter() - t0, losses=np.asarray(losses, dtype=np.float64),

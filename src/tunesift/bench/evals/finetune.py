@@ -39,6 +39,7 @@ class FinetuneEval(WarmupEval):
             "protocol": (f"Task **{task.name}** ({task.describe()['train']} train / "
                          f"{0 if bench.dev is None else len(bench.dev)} dev / {len(bench.test)} test examples scored; "
                          f"metric {task.metric}); at most {c.label_budget} labels per seed."),
-            "training": (f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}; fine-tuning "
+            "training": (f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}"
+                         + (f" (LoRA rank {c.pretrain_lora_r}, merged)" if c.pretrain_lora_r else "") + "; fine-tuning "
                          f"{c.finetune_epochs} epochs at lr {c.finetune_lr}"),
         }

@@ -94,5 +94,6 @@ class ZeroShotEval(WarmupEval):
                          f"whose verbalizer ({verbalizers}; {p.source}) has the highest log-likelihood after it "
                          f"({'summed over its tokens' if c.length_norm == 'sum' else 'mean per token'}; texts cut "
                          f"to {c.max_length} tokens). `none` (the starting model) is deterministic: one run."),
-            "training": f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr} (causal LM, all weights)",
+            "training": f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr} (causal LM, "
+                        + (f"LoRA rank {c.pretrain_lora_r}, merged)" if c.pretrain_lora_r else "all weights)"),
         }
