@@ -23,3 +23,20 @@ def encoder(tmp_path_factory):
                          intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def split_executor():
+    """``split_executor(parts)``: the local executor, but a job split into parts has ``parts`` of them (run
+    here one after the other): the parts' path of the OT solve and kNN without Ray."""
+    from tunesift.executor import LocalExecutor
+
+    class Split(LocalExecutor):
+        def __init__(self, parts):
+            super().__init__()
+            self.parts = parts
+
+        def parallelism(self):
+            return self.parts
+
+    return Split

@@ -230,3 +230,26 @@ def test_dealrec_effort_on_ray_actors_gives_the_local_scores(ray_instance, tmp_p
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["executor"]["name"] == "ray" and "executor" not in json.loads(
         (tmp_path / "local" / "manifest.json").read_text())
+
+
+def test_knn_on_ray_actors_holding_parts_of_the_pool_equals_the_local_search(ray_instance, tmp_path):
+    import torch
+
+    from tunesift.pool import knn
+    from tunesift.pool.knn_parts import knn_index
+
+    rng = np.random.default_rng(1)
+    pool = rng.normal(size=(700, 12)).astype(np.float32)
+    np.save(tmp_path / "pool.npy", pool)
+    queries = knn.prepare(torch.tensor(rng.normal(size=(9, 12)).astype(np.float32)), "cosine")
+    with knn_index(pool, "cosine", 128, "cpu") as local:
+        expected = local.lists(queries, 50)
+        expected_exact = local.exact(queries, 20)
+    with make_executor("local", workers=2) as executor:
+        for rows in (np.load(tmp_path / "pool.npy", mmap_mode="r"), pool):
+            with knn_index(rows, "cosine", 128, "cpu", executor) as index:
+                found = index.lists(queries, 50)
+                np.testing.assert_array_equal(found.indices, expected.indices)
+                np.testing.assert_array_equal(found.best_target, expected.best_target)
+                for a, b in zip(index.exact(queries, 20), expected_exact):
+                    np.testing.assert_array_equal(a, b)

@@ -38,7 +38,7 @@ import math
 from array import array
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -174,6 +174,7 @@ class NeighbourLists:
     offsets: np.ndarray
     best_similarity: np.ndarray
     best_target: np.ndarray
+    similarities: np.ndarray | None = None  # (total,) float32 aligned with ``indices``
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -213,26 +214,44 @@ def neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric
                             with_nearest_target)
 
 
+SAMPLE_STRIDE = 16  # the threshold of a list is estimated on every 16th pool row
+
+
+def sample_depth(k: int, n: int) -> int:
+    """j: the threshold is the j-th largest similarity over the sample, which about 16·j ≈ 1.25·k + 256
+    pool rows reach; 0 for k = 0 (keep nothing), -1 when the sample has fewer rows (keep every row)."""
+    if k == 0:
+        return 0
+    j = math.ceil(1.25 * k / SAMPLE_STRIDE) + 16
+    return -1 if j > (n + SAMPLE_STRIDE - 1) // SAMPLE_STRIDE else j
+
+
+def threshold_from(jth: "torch.Tensor") -> "torch.Tensor":
+    """The threshold a little below the j-th sampled similarity: products of other shapes can round
+    differently in the second pass."""
+    return jth - 1e-5 * jth.abs().clamp_min(1.0)
+
+
 def _neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric: str, block_size: int,
-                     with_nearest_target: bool = True) -> NeighbourLists:
-    """:func:`neighbour_lists` of prepared rows."""
+                     with_nearest_target: bool = True, threshold: "torch.Tensor | None" = None,
+                     n_total: int | None = None) -> NeighbourLists:
+    """:func:`neighbour_lists` of prepared rows. ``threshold``: (M,) given (pool rows that are a part of
+    a larger pool of ``n_total`` rows, whose threshold was estimated over all of it), else estimated here."""
     import torch
 
     n, m, device = pool.shape[0], target.shape[0], pool.device
-    k = max(0, min(int(k), n))
-    # the threshold of each target row: a little below the j-th largest similarity to every 16th
-    # pool row, which about 16·j ≈ 1.25·k + 256 pool rows reach; every row when the pool is not larger
-    stride = 16
-    j = math.ceil(1.25 * k / stride) + 16
-    if k == 0:
-        threshold = torch.full((m,), math.inf, device=device)
-    elif j > (n + stride - 1) // stride:
-        threshold = torch.full((m,), -math.inf, device=device)
-    else:
-        sample = pool[::stride]
-        threshold = _search(sample, target, j, metric, block_size, with_nearest_target=False).similarities[:, j - 1]
-        # a little lower: products of other shapes can round differently in the second pass
-        threshold = threshold - 1e-5 * threshold.abs().clamp_min(1.0)
+    k = max(0, min(int(k), n_total or n))
+    if threshold is None:
+        j = sample_depth(k, n)
+        if j == 0:
+            threshold = torch.full((m,), math.inf, device=device)
+        elif j < 0:
+            threshold = torch.full((m,), -math.inf, device=device)
+        else:
+            sample = pool[::SAMPLE_STRIDE]
+            threshold = threshold_from(_search(sample, target, j, metric, block_size,
+                                               with_nearest_target=False).similarities[:, j - 1])
+    k = min(k, n)
     # target rows per block: their similarities to a pool block and the rows they keep about block_size²
     expected = min(n, math.ceil(1.25 * k) + 256) if k else 0
     target_block = max(1, min(block_size, block_size * block_size // (expected + block_size)))
@@ -240,7 +259,7 @@ def _neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metri
     size = n if with_nearest_target else 0
     best_similarity = torch.full((size,), -math.inf, device=device)
     best_target = torch.zeros(size, dtype=torch.int64, device=device)
-    indices, lengths = [], []
+    indices, lengths, similarities = [], [], []
     for t0 in range(0, m, target_block):
         queries = target[t0:t0 + target_block]
         bt = len(queries)
@@ -279,14 +298,17 @@ def _neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metri
         by_value = values.view(bt, width).sort(dim=1, descending=True, stable=True).indices[:, :depth]
         rows = rows.view(bt, width).gather(1, by_value)
         length = filled.clamp_max(k)
-        indices.append(rows[torch.arange(depth, device=device)[None, :] < length[:, None]].cpu())
+        within = torch.arange(depth, device=device)[None, :] < length[:, None]
+        indices.append(rows[within].cpu())
+        similarities.append(values.view(bt, width).gather(1, by_value)[within].cpu())
         lengths.append(length.cpu())
     offsets = np.zeros(m + 1, dtype=np.int64)
     if lengths:
         np.cumsum(torch.cat(lengths).numpy(), out=offsets[1:])
     flat = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
+    sims = torch.cat(similarities).numpy() if similarities else np.zeros(0, dtype=np.float32)
     return NeighbourLists(indices=flat, offsets=offsets, best_similarity=best_similarity.cpu().numpy(),
-                          best_target=best_target.cpu().numpy())
+                          best_target=best_target.cpu().numpy(), similarities=sims)
 
 
 @dataclass
@@ -476,12 +498,17 @@ def first_fetch(depth: int, num_pool: int, num_target: int) -> int:
     return min(fetched, num_pool)
 
 
-def _fetch(pool: "torch.Tensor", target: "torch.Tensor", rows: np.ndarray, k: int, metric: str,
-           block_size: int) -> list[np.ndarray]:
-    """The k nearest pool rows of the prepared target rows ``rows``, nearest first, as exact prefixes."""
+def _fetch(pool: Any, target: "torch.Tensor", rows: np.ndarray, k: int, metric: str = "cosine",
+           block_size: int = 4096) -> list[np.ndarray]:
+    """The k nearest pool rows of the prepared target rows ``rows``, nearest first, as exact prefixes.
+
+    ``pool``: the prepared (N, dim) pool, or an index of it (:mod:`tunesift.pool.knn_parts`)."""
     import torch
 
-    m, k = target.shape[0], min(int(k), pool.shape[0])
+    from tunesift.pool.knn_parts import LocalIndex
+
+    index = pool if hasattr(pool, "lists") else LocalIndex(pool, metric, block_size)
+    m, k = target.shape[0], min(int(k), index.n)
 
     def query(selected: np.ndarray) -> "torch.Tensor":
         # at least 16 rows (or M): BLAS may round products of very few rows differently from the
@@ -489,13 +516,13 @@ def _fetch(pool: "torch.Tensor", target: "torch.Tensor", rows: np.ndarray, k: in
         padded = np.resize(selected, max(len(selected), min(16, m)))
         return target[torch.as_tensor(padded, device=target.device)]
 
-    found = _neighbour_lists(pool, query(rows), k, metric, block_size, with_nearest_target=False)
+    found = index.lists(query(rows), k, with_nearest_target=False)
     lists = [found[j] for j in range(len(rows))]
     short = [j for j, row in enumerate(lists) if len(row) < k]
     if short:  # the threshold kept too few: an exact top-k for these
-        exact = _search(pool, query(rows[short]), k, metric, block_size, with_nearest_target=False)
+        exact = index.exact(query(rows[short]), k)
         for position, j in enumerate(short):
-            lists[j] = exact.indices[position].cpu().numpy()
+            lists[j] = exact[position]
     return lists
 
 
@@ -545,27 +572,28 @@ class KNNSelection(PoolMethod):
         if ctx.embed is None:
             raise ValueError("the knn method needs embeddings; run it through select_from_pool or give "
                              "Context.embed")
-        pool_embeddings = _as_tensor(ctx.embed(pool, "pool"), ctx.device)
+        from tunesift.pool.knn_parts import knn_index
+
+        pool_embeddings = ctx.embed(pool, "pool")
         target_embeddings = _as_tensor(ctx.embed(target, "target"), ctx.device)
-        for role, x in (("pool", pool_embeddings), ("target", target_embeddings)):
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{role} embeddings contain NaN or infinite values")
+        if not bool(torch.isfinite(target_embeddings).all()):
+            raise ValueError("target embeddings contain NaN or infinite values")
         n, m = pool_embeddings.shape[0], target_embeddings.shape[0]
         budget = min(int(ctx.budget), n)
         depth = 0 if self.strategy == "max" else min(n, max(self.k, math.ceil(2 * budget / m)))
         info = {"metric": self.metric, "strategy": self.strategy}
-        with ctx.timer.stage("knn_search") if ctx.timer is not None else nullcontext():
-            pool_embeddings = prepare(pool_embeddings, self.metric)
+        # the pool here, or split over the executor's workers (each holds its rows)
+        with knn_index(pool_embeddings, self.metric, self.block_size, ctx.device, ctx.executor) as index, \
+                ctx.timer.stage("knn_search") if ctx.timer is not None else nullcontext():
             target_embeddings = prepare(target_embeddings, self.metric)
             if self.strategy == "max":
-                search = _neighbour_lists(pool_embeddings, target_embeddings, 0, self.metric, self.block_size)
+                search = index.lists(target_embeddings, 0)
             else:
-                search = _neighbour_lists(pool_embeddings, target_embeddings, first_fetch(depth, n, m),
-                                          self.metric, self.block_size)
+                search = index.lists(target_embeddings, first_fetch(depth, n, m))
 
                 def fetch(rows: np.ndarray, k: int) -> list[np.ndarray]:
                     log.info("knn: fetching %d neighbours for %d target examples", k, len(rows))
-                    return _fetch(pool_embeddings, target_embeddings, rows, k, self.metric, self.block_size)
+                    return _fetch(index, target_embeddings, rows, k)
 
                 turns = deepening_round_robin(search, n, budget, depth, fetch)
         scores = search.best_similarity.astype(np.float64)

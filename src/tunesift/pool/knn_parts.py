@@ -1,0 +1,174 @@
+"""The pool side of kNN's searches, here or split over an executor's workers.
+
+kNN (:mod:`tunesift.pool.knn`) asks the pool two things: the neighbour lists of some target rows
+(every pool row at or above a per-target threshold estimated on every 16th pool row, sorted, cut at k)
+and, where a list came out short, an exact top-k. Both are sums over pool rows, so a pool split into
+contiguous parts answers them part by part: the threshold is the j-th largest similarity over every
+part's sample rows (the same global rows 0, 16, 32, ...), each part keeps its rows above it, and the
+driver merges the parts' lists by (similarity descending, row ascending) — the single pass's order.
+The per-pool-row nearest target is each part's own.
+
+:class:`LocalIndex` is the whole pool in this process (one part: exactly the single pass);
+:class:`PartsIndex` holds :class:`KnnPart` workers placed by an executor
+(:meth:`tunesift.executor.Executor.place`), e.g. one per Ray actor, each reading its rows of the
+memory-mapped embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tunesift.pool.knn import (SAMPLE_STRIDE, NeighbourLists, _neighbour_lists, _search, prepare, sample_depth,
+                               threshold_from)
+
+
+class LocalIndex:
+    """The prepared (N, dim) pool in this process."""
+
+    def __init__(self, pool: "torch.Tensor", metric: str, block_size: int):
+        self.pool, self.metric, self.block_size = pool, metric, block_size
+        self.n = pool.shape[0]
+
+    def lists(self, queries: "torch.Tensor", k: int, with_nearest_target: bool = True) -> NeighbourLists:
+        return _neighbour_lists(self.pool, queries, k, self.metric, self.block_size, with_nearest_target)
+
+    def exact(self, queries: "torch.Tensor", k: int) -> list[np.ndarray]:
+        found = _search(self.pool, queries, k, self.metric, self.block_size, with_nearest_target=False)
+        return list(found.indices.cpu().numpy())
+
+
+class KnnPart:
+    """Rows ``offset .. offset + n`` of the prepared pool (a worker of :class:`PartsIndex`)."""
+
+    def __init__(self, rows: "torch.Tensor", offset: int, n_total: int, metric: str, block_size: int):
+        self.rows, self.offset, self.n_total = rows, offset, n_total
+        self.metric, self.block_size = metric, block_size
+
+    def sample_top(self, queries: "torch.Tensor", j: int) -> np.ndarray:
+        """(q, ≤j) the largest similarities to this part's rows among the global rows 0, 16, 32, ..."""
+        first = (-self.offset) % SAMPLE_STRIDE
+        sample = self.rows[first::SAMPLE_STRIDE]
+        if sample.shape[0] == 0:
+            return np.zeros((queries.shape[0], 0), dtype=np.float32)
+        found = _search(sample, queries.to(self.rows.device), j, self.metric, self.block_size,
+                        with_nearest_target=False)
+        return found.similarities.cpu().numpy()
+
+    def above(self, queries: "torch.Tensor", k: int, threshold: "torch.Tensor",
+              with_nearest_target: bool) -> NeighbourLists:
+        """This part's lists (global rows) at ``threshold``, and the nearest target of each of its rows."""
+        lists = _neighbour_lists(self.rows, queries.to(self.rows.device), k, self.metric, self.block_size,
+                                 with_nearest_target, threshold=threshold.to(self.rows.device), n_total=self.n_total)
+        lists.indices += self.offset
+        return lists
+
+    def exact(self, queries: "torch.Tensor", k: int) -> tuple[np.ndarray, np.ndarray]:
+        found = _search(self.rows, queries.to(self.rows.device), k, self.metric, self.block_size,
+                        with_nearest_target=False)
+        return found.similarities.cpu().numpy(), found.indices.cpu().numpy() + self.offset
+
+
+@dataclass(frozen=True)
+class KnnPartFactory:
+    """Builds the :class:`KnnPart` of rows ``start:stop`` where it runs (picklable): from ``path`` (a
+    memory-mapped ``.npy``) or ``array``; checks them and prepares them for ``metric``."""
+
+    start: int
+    stop: int
+    n_total: int
+    metric: str
+    block_size: int
+    path: str | None = None
+    array: np.ndarray | None = None
+    device: str = "cpu"
+
+    def __call__(self) -> KnnPart:
+        import torch
+
+        rows = np.load(self.path, mmap_mode="r")[self.start:self.stop] if self.path else self.array
+        x = torch.from_numpy(np.array(rows, dtype=np.float32)).to(self.device)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"pool embeddings contain NaN or infinite values (rows {self.start}..{self.stop - 1})")
+        return KnnPart(prepare(x, self.metric), self.start, self.n_total, self.metric, self.block_size)
+
+
+def _merge(values: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of the union, by similarity descending and row ascending."""
+    v, r = np.concatenate(values), np.concatenate(rows)
+    order = np.lexsort((r, -v.astype(np.float64)))[:k]
+    return v[order], r[order]
+
+
+class PartsIndex:
+    """The pool split over placed :class:`KnnPart` workers (their parts in row order)."""
+
+    def __init__(self, placed: Any, n: int):
+        self.placed, self.n = placed, n
+
+    def lists(self, queries: "torch.Tensor", k: int, with_nearest_target: bool = True) -> NeighbourLists:
+        import torch
+
+        q = queries.cpu()
+        k = max(0, min(int(k), self.n))
+        j = sample_depth(k, self.n)
+        if j == 0:
+            threshold = torch.full((q.shape[0],), float("inf"))
+        elif j < 0:
+            threshold = torch.full((q.shape[0],), float("-inf"))
+        else:
+            tops = np.concatenate(self.placed.call("sample_top", q, j), axis=1)  # (q, Σ ≤j)
+            jth = -np.sort(-tops, axis=1)[:, j - 1]
+            threshold = threshold_from(torch.from_numpy(np.ascontiguousarray(jth)))
+        parts: list[NeighbourLists] = self.placed.call("above", q, k, threshold, with_nearest_target)
+        indices, sims, lengths = [], [], np.zeros(q.shape[0], dtype=np.int64)
+        for t in range(q.shape[0]):
+            v, r = _merge([p.similarities[p.offsets[t]:p.offsets[t + 1]] for p in parts], [p[t] for p in parts], k)
+            indices.append(r)
+            sims.append(v)
+            lengths[t] = len(r)
+        offsets = np.zeros(q.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return NeighbourLists(indices=np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64),
+                              offsets=offsets, best_similarity=np.concatenate([p.best_similarity for p in parts]),
+                              best_target=np.concatenate([p.best_target for p in parts]),
+                              similarities=np.concatenate(sims) if sims else np.zeros(0, np.float32))
+
+    def exact(self, queries: "torch.Tensor", k: int) -> list[np.ndarray]:
+        parts = self.placed.call("exact", queries.cpu(), k)
+        k = min(int(k), self.n)
+        return [_merge([v[t] for v, _ in parts], [r[t] for _, r in parts], k)[1] for t in range(queries.shape[0])]
+
+
+def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, executor: Any = None):
+    """The pool as :func:`tunesift.pool.knn` searches it: here (None, or an executor of parallelism 1) or
+    split over ``executor``'s workers (then a context manager that releases them: use ``with``)."""
+    import contextlib
+
+    import torch
+
+    from tunesift.ot.parts import split_rows, whole_npy_file
+
+    parts = 1 if executor is None else max(1, min(executor.parallelism(), pool.shape[0]))
+    if parts == 1:
+        array = np.asarray(pool, dtype=np.float32)
+        if not array.flags.writeable:  # e.g. a memory-mapped cache; torch wants writable memory
+            array = array.copy()
+        x = torch.as_tensor(array, device=device)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("pool embeddings contain NaN or infinite values")
+        return contextlib.nullcontext(LocalIndex(prepare(x, metric), metric, block_size))
+    path = whole_npy_file(pool)
+    n = pool.shape[0]
+    factories = [KnnPartFactory(start, stop, n, metric, block_size, path=path,
+                                array=None if path else np.asarray(pool[start:stop]), device=device)
+                 for start, stop in split_rows(n, parts)]
+
+    @contextlib.contextmanager
+    def placed():
+        with executor.place("knn", factories, gpus=1.0 if str(device).startswith("cuda") else 0.0) as workers:
+            yield PartsIndex(workers, n)
+
+    return placed()
