@@ -16,6 +16,11 @@ mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of tha
   as the mmap mode does).
   On a 2-core machine this is a ratio of 1 to 2 workers, not a promise of cluster speed.
 
+- ``cli``: the whole ``tunesift gotd`` command on the precomputed embeddings (``--pool-embeddings``,
+  ``--target-embeddings``; a pool file of N one-line texts ``row i``), budget N/20: reading, the OT
+  solve, ``scores.parquet`` and ``selected.jsonl``; peak RSS of that process from GNU ``time``, and
+  its picks compared with the mode before it.
+
 All use GOT-D's settings (epsilon 0.1 absolute, plain Sinkhorn, threshold 1e-3, online cost in
 blocks of 2048 rows). The script checks that the two give the same potentials (max |Δf|) and the same
 top 5% (GOT-D's pick: the most negative f), and prints the ratios mmap / memory. The mmap mode reads
@@ -45,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("memory", "mmap", "ray1", "ray2")
+MODES = ("memory", "mmap", "ray1", "ray2", "cli")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,6 +153,35 @@ def child(args: argparse.Namespace) -> None:
                       "peak_rss_mb": peak_mb, "rss_before_pool_mb": base_mb}))
 
 
+def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: Path) -> tuple[dict, np.ndarray]:
+    """``tunesift gotd`` on the precomputed matrices; (its figures, the selected rows)."""
+    import shutil
+
+    texts, target_texts, out = folder / f"texts_n{n}.jsonl", folder / f"target_texts_m{args.m}.jsonl", folder / "cli-out"
+    for path, rows in ((texts, n), (target_texts, args.m)):
+        if not path.exists():
+            with open(path, "w") as f:
+                for start in range(0, rows, 100_000):
+                    f.write("".join(f'{{"text": "row {i}"}}\n' for i in range(start, min(rows, start + 100_000))))
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ["/usr/bin/time", "-f", "MAXRSS %M", sys.executable, "-m", "tunesift", "gotd", "--pool", str(texts),
+           "--target", str(target_texts), "--pool-embeddings", str(pool), "--target-embeddings", str(target),
+           "--budget", str(max(1, n // 20)), "--out", str(out), "--epsilon", str(args.epsilon), "--threshold",
+           str(args.threshold), "--max-iter", str(args.max_iter), "--block-size", str(args.block_size),
+           "--threads", str(args.threads), "--device", args.device, "--no-progress"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"tunesift gotd failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    peak = [line for line in done.stderr.splitlines() if line.startswith("MAXRSS ")][-1]
+    with open(out / "selected.jsonl") as f:
+        rows = np.sort(np.array([int(json.loads(line)["text"].split()[1]) for line in f]))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"mode": "cli", "load_s": 0.0, "solve_s": wall, "wall_s": wall, "n_iter": -1, "converged": True,
+            "error": float("nan"), "peak_rss_mb": int(peak.split()[1]) / 1024, "rss_before_pool_mb": 0.0}, rows
+
+
 def run_mode(args: argparse.Namespace, mode: str, pool: Path, target: Path, f_out: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--pool", str(pool), "--target", str(target),
            "--f-out", str(f_out), "--epsilon", str(args.epsilon), "--threshold", str(args.threshold),
@@ -184,11 +218,16 @@ def main(argv: list[str] | None = None) -> int:
                 made.append(pool)
             file_mb = pool.stat().st_size / 2**20
             results, fs = {}, {}
+            picks = None
             for mode in args.modes:
-                f_out = folder / f"f_{mode}_n{n}.npy"
-                results[mode] = run_mode(args, mode, pool, target, f_out)
-                fs[mode] = np.load(f_out)
-                f_out.unlink()
+                if mode == "cli":
+                    results[mode], picks = run_cli(args, n, pool, target, folder)
+                    fs[mode] = fs[args.modes[0]] if args.modes[0] != "cli" else np.zeros(n)
+                else:
+                    f_out = folder / f"f_{mode}_n{n}.npy"
+                    results[mode] = run_mode(args, mode, pool, target, f_out)
+                    fs[mode] = np.load(f_out)
+                    f_out.unlink()
                 r = results[mode]
                 print(f"{n:>10} {mode:>7} {r['n_iter']:>5} {r['load_s']:>7.2f} {r['solve_s']:>8.2f} "
                       f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_before_pool_mb']:>8.0f} "
@@ -196,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             k = max(1, n // 20)
             ref = args.modes[0]
             top = {mode: np.sort(np.argsort(fs[mode], kind="stable")[:k]) for mode in args.modes}
+            if picks is not None:  # the command's own picks, not a copy of the reference's potentials
+                top["cli"] = picks
             line = {"n": n, "m": args.m, "d": args.d, "file_mb": file_mb, **results}
             for mode in args.modes[1:]:
                 same_top = bool(np.array_equal(top[ref], top[mode]))
@@ -203,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = results[ref], results[mode]
                 time_ratio = b["solve_s"] / a["solve_s"]
                 rss_ratio = b["peak_rss_mb"] / a["peak_rss_mb"]
-                print(f"{n:>10}   {mode} / {ref}: solve time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x "
-                      f"({b['peak_rss_mb']:.0f} vs {a['peak_rss_mb']:.0f} MB); max |f_{mode} - f_{ref}| {max_df:.3g}; "
+                what = "the whole command" if mode == "cli" else "solve"
+                df = "" if mode == "cli" else f"max |f_{mode} - f_{ref}| {max_df:.3g}; "
+                print(f"{n:>10}   {mode} / {ref}: {what} time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x "
+                      f"({b['peak_rss_mb']:.0f} vs {a['peak_rss_mb']:.0f} MB); {df}"
                       f"top {k} {'identical' if same_top else 'DIFFER'}", flush=True)
                 line[f"{mode}_vs_{ref}"] = {"time_ratio": time_ratio, "rss_ratio": rss_ratio, "max_abs_df": max_df,
                                             "top_identical": same_top}
@@ -214,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for p in made:
                 p.unlink(missing_ok=True)
+            for p in folder.glob("*texts_*.jsonl"):  # the cli mode's text files
+                if not args.keep:
+                    p.unlink()
             if not args.dir:
                 target.unlink(missing_ok=True)
                 folder.rmdir()

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=4, help="shards written (default: 4)")
     p.add_argument("--chunk", type=int, default=2000, help="--embed-chunk (default: 2000)")
     p.add_argument("--budget", type=int, default=500)
-    p.add_argument("--embedder", default="minilm")
+    p.add_argument("--embedder", default=None, help="local encoder folder (default: the packaged MiniLM)")
     p.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed)")
     args = p.parse_args(argv)
 
@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     per = -(-len(lines) // args.shards)
     for k in range(args.shards):
         (shards / f"part-{k:03d}.jsonl").write_text("".join(lines[k * per:(k + 1) * per]), encoding="utf-8")
-    common = ["gotd", "--pool", shards, "--target", args.target, "--budget", args.budget, "--embedder", args.embedder,
-              "--embed-chunk", args.chunk, "--device", "cpu", "--threads", 1, "--no-progress"]
+    common = ["gotd", "--pool", shards, "--target", args.target, "--budget", args.budget, "--embed-chunk", args.chunk,
+              "--device", "cpu", "--threads", 1, "--no-progress"]
+    if args.embedder:
+        common += ["--embedder", args.embedder]
     chunks = -(-len(lines) // args.chunk)
     print(f"{len(lines)} rows in {args.shards} shards, {chunks} embedding chunks of {args.chunk}; {work}")
     try:
