@@ -145,8 +145,12 @@ def load_precomputed(path: str | os.PathLike, n_rows: int, what: str) -> np.ndar
         raise ValueError(f"{p}: {what} embeddings have dtype {arr.dtype}, expected floats")
     if arr.dtype != np.float32:
         arr = np.asarray(arr, dtype=np.float32)
+    from tunesift.io.mapped import PageRelease
+
+    pages = PageRelease(arr)  # the check reads every row: give the pages back (RSS stays one block)
     for start in range(0, arr.shape[0], BLOCK_ROWS):
         bad = ~np.isfinite(arr[start:start + BLOCK_ROWS]).all(axis=1)
+        pages.release(start, start + BLOCK_ROWS)
         if bad.any():
             raise ValueError(f"{p}: {what} embedding row {start + int(np.flatnonzero(bad)[0])} has NaN or inf")
     return arr

@@ -13,13 +13,13 @@ solver's dtype and device per block, so memory is O(M d + block_size (d + M)) wh
 
 from __future__ import annotations
 
-import mmap
 from typing import Iterator
 
 import numpy as np
 import torch
 
-_FOLIO_BYTES = 2 << 20
+from tunesift.io.mapped import PageRelease
+
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
@@ -52,20 +52,7 @@ class HostRows:
         self.dtype = dtype
         self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0", as tensors report it
         self.shape = torch.Size(array.shape)
-        self._row_bytes = array.strides[0]
-        self._mmap, self._offset = self._find_mmap(array)
-
-    @staticmethod
-    def _find_mmap(array: np.ndarray) -> tuple[mmap.mmap | None, int]:
-        """The read-only mapping behind ``array`` and the array's byte offset in it, if any."""
-        mm = getattr(array, "_mmap", None)
-        if (not isinstance(array, np.memmap) or mm is None or getattr(array, "mode", None) != "r"
-                or not array.flags.c_contiguous or not hasattr(mmap, "MADV_DONTNEED")):
-            return None, 0
-        view = np.frombuffer(mm, dtype=np.uint8)
-        base = view.__array_interface__["data"][0]
-        del view
-        return mm, array.__array_interface__["data"][0] - base
+        self._pages = PageRelease(array)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -88,15 +75,7 @@ class HostRows:
         return block if self.device.type == "cpu" else block.to(self.device)
 
     def _release(self, start: int, stop: int) -> None:
-        if self._mmap is None or stop <= start:
-            return
-        # From 2 MiB before the block: the page cache holds a file in folios of up to 2 MiB, and a
-        # fault maps a whole folio, rows already released before this block included.
-        lo = max(0, self._offset + start * self._row_bytes - _FOLIO_BYTES)
-        lo -= lo % mmap.PAGESIZE  # the mapping starts on a page; the kernel rounds the length up
-        hi = min(self._offset + stop * self._row_bytes, len(self._mmap))
-        if hi > lo:
-            self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        self._pages.release(start, stop)
 
 
 def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
