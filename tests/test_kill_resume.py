@@ -8,6 +8,7 @@ an uninterrupted run.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,11 @@ def tunesift(*args, fault=None, cwd=None, timeout=600):
     env.pop("TUNESIFT_FAULT", None)
     if fault:
         env["TUNESIFT_FAULT"] = fault
+    # SIGINT at its default: a suite started in the background (`cmd &` in a script) has it ignored, and
+    # the ignored disposition would pass to the child, which then could not be interrupted
     return subprocess.run([sys.executable, "-m", "tunesift", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def same_bytes(a: Path, b: Path, names=("scores.parquet", "selected.jsonl")):
