@@ -227,16 +227,8 @@ def test_neighbour_lists_are_exact_prefixes(metric, k, block_size):
     np.testing.assert_array_equal(found.best_target, sim.argmax(axis=0))
 
 
-def test_fetch_falls_back_to_an_exact_search_when_the_sample_misleads():
-    # every 16th pool row (the sample) points along the target; the others do not, so the sampled
-    # threshold keeps fewer rows than asked for
-    rng = np.random.default_rng(10)
-    n, dim = 640, 6
-    direction = np.eye(dim)[0]
-    pool = rng.normal(size=(n, dim))
-    pool[::16] = direction + 0.2 * rng.normal(size=(n // 16, dim))
-    pool = pool.astype(np.float32)
-    target = (direction + 0.05 * rng.normal(size=(3, dim))).astype(np.float32)
+def test_fetch_falls_back_to_an_exact_search_when_the_sample_misleads(misleading_sample):
+    pool, target = misleading_sample
     prepared_pool, prepared_target = knn.prepare(torch.tensor(pool), "cosine"), knn.prepare(torch.tensor(target), "cosine")
     sampled = knn._neighbour_lists(prepared_pool, prepared_target, 30, "cosine", 64, with_nearest_target=False)
     assert min(len(row) for row in sampled) < 30  # the situation under test

@@ -57,15 +57,9 @@ def test_knn_selection_over_parts_equals_the_local_selection(split_executor, mon
     assert strategy == "max" or local.ranking.info["searches"] > 2
 
 
-def test_parts_fall_back_to_an_exact_search_when_the_sample_misleads(split_executor):
-    # every 16th pool row (the sample) points along the target; the others do not
-    rng = np.random.default_rng(10)
-    n, dim = 640, 6
-    direction = np.eye(dim)[0]
-    pool = rng.normal(size=(n, dim))
-    pool[::16] = direction + 0.2 * rng.normal(size=(n // 16, dim))
-    pool = pool.astype(np.float32)
-    target = knn.prepare(torch.tensor((direction + 0.05 * rng.normal(size=(3, dim))).astype(np.float32)), "cosine")
+def test_parts_fall_back_to_an_exact_search_when_the_sample_misleads(split_executor, misleading_sample):
+    pool, target = misleading_sample
+    target = knn.prepare(torch.tensor(target), "cosine")
     with knn_index(pool, "cosine", 64, "cpu") as one, knn_index(pool, "cosine", 64, "cpu", split_executor(3)) as split:
         assert min(len(row) for row in split.lists(target, 30, with_nearest_target=False)) < 30
         for x, y in zip(knn._fetch(split, target, np.array([2, 0]), 30), knn._fetch(one, target, np.array([2, 0]), 30)):

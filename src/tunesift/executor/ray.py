@@ -159,9 +159,10 @@ class RayExecutor(Executor):
     def place(self, name: str, factories: Sequence[Callable[[], Any]], gpus: float = 0.0) -> Placed:
         ray = self._connect()
         self._release()  # stage actors hold their CPUs
-        if len(factories) > self._size(name, gpus):
-            raise ValueError(f"{name}: {len(factories)} parts, but the Ray instance runs {self._size(name, gpus)} "
-                             "workers at once; split into fewer parts")
+        size = self._size(name, gpus)
+        if len(factories) > size:
+            raise ValueError(f"{name}: {len(factories)} parts, but the Ray instance runs {size} workers at once; "
+                             "split into fewer parts")
         actor_class = ray.remote(num_cpus=1, num_gpus=gpus)(PlacedActor)
         log.info("%s: %d Ray worker(s)%s", name, len(factories), f", {gpus:g} GPU each" if gpus else "")
         return RayPlaced(ray, name, [actor_class.remote(factory) for factory in factories])

@@ -165,6 +165,32 @@ class RowPartFactory:
         return RowPart(x, y, a, self.block_size, self.cost_memory_budget, to_host=self.to_host)
 
 
+def split_sources(x: np.ndarray, parts: int) -> list[tuple[int, int, str | None, np.ndarray | None]]:
+    """``(start, stop, path, rows)`` of each of ``parts`` contiguous parts of ``x``: a worker reads its rows
+    from ``path`` when ``x`` is a whole memory-mapped ``.npy`` (then ``rows`` is None), else gets ``rows``."""
+    path = whole_npy_file(x)
+    return [(start, stop, path, None if path else np.asarray(x[start:stop]))
+            for start, stop in split_rows(len(x), parts)]
+
+
+def parts_for(executor: Any, n: int) -> int:
+    """Parts a job over ``n`` rows is split into: the executor's parallelism (1 without one), at most n."""
+    return 1 if executor is None else max(1, min(executor.parallelism(), n))
+
+
+def worker_gpus(device: str) -> float:
+    """GPUs a placed worker asks for: one on a CUDA device, else none."""
+    return 1.0 if str(device).startswith("cuda") else 0.0
+
+
+def solver_points(x: np.ndarray, device: str):
+    """``x`` as an OT solver takes it: a memory map stays on the host, read block by block
+    (:class:`HostRows`); an array becomes a float32 tensor on ``device`` (a copy: inputs may be read-only)."""
+    if isinstance(x, np.memmap):
+        return HostRows(x, torch.float32, device)
+    return torch.from_numpy(np.array(x, dtype=np.float32)).to(device)
+
+
 def whole_npy_file(x: Any) -> str | None:
     """The ``.npy`` path behind ``x`` if ``x`` is that whole file, memory-mapped read-only, else None."""
     if not isinstance(x, np.memmap) or getattr(x, "_mmap", None) is None or not x.filename or x.mode != "r":
@@ -189,26 +215,23 @@ def sinkhorn_on(executor: Any, x: np.ndarray, y: np.ndarray, *, epsilon: float =
     from tunesift.ot.problem import check_positive
     from tunesift.ot.sinkhorn import sinkhorn, sinkhorn_parts
 
-    parts = 1 if executor is None else max(1, min(executor.parallelism(), x.shape[0]))
+    parts = parts_for(executor, x.shape[0])
     if parts == 1:
-        xt = HostRows(x, torch.float32, device) if isinstance(x, np.memmap) else \
-            torch.from_numpy(np.array(x, dtype=np.float32)).to(device)  # a copy: inputs may be read-only
         yt = torch.from_numpy(np.array(y, dtype=np.float32)).to(device)
-        return sinkhorn(xt, yt, epsilon=epsilon, relative_epsilon=relative_epsilon, momentum=momentum,
-                        threshold=threshold, max_iter=max_iter, block_size=block_size,
+        return sinkhorn(solver_points(x, device), yt, epsilon=epsilon, relative_epsilon=relative_epsilon,
+                        momentum=momentum, threshold=threshold, max_iter=max_iter, block_size=block_size,
                         cost_memory_budget=cost_memory_budget, progress=progress, warn=warn)
     check_positive(epsilon, "epsilon")
     check_positive(block_size, "block_size", integer=True)
     y32 = np.ascontiguousarray(y, dtype=np.float32)
     if y32.ndim != 2 or y32.shape[1] != x.shape[1] or not np.isfinite(y32).all():
         raise ValueError(f"y must be finite (M, {x.shape[1]}) points, got shape {y32.shape}")
-    path = whole_npy_file(x)
     n = x.shape[0]
-    factories = [RowPartFactory(start, stop, n, y32, path=path, array=None if path else np.asarray(x[start:stop]),
-                                device=device, block_size=int(min(block_size, stop - start)),
+    factories = [RowPartFactory(start, stop, n, y32, path=path, array=rows, device=device,
+                                block_size=int(min(block_size, stop - start)),
                                 cost_memory_budget=cost_memory_budget // parts)
-                 for start, stop in split_rows(n, parts)]
-    with executor.place("sinkhorn", factories, gpus=1.0 if str(device).startswith("cuda") else 0.0) as placed:
+                 for start, stop, path, rows in split_sources(x, parts)]
+    with executor.place("sinkhorn", factories, gpus=worker_gpus(device)) as placed:
         eps = float(epsilon)
         if relative_epsilon:
             moments = placed.call("moments")

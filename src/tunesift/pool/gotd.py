@@ -103,17 +103,14 @@ class GOTD(PoolMethod):
         workers (None or local: here, one part; a memory-mapped pool is read block by block)."""
         import torch
 
-        from tunesift.ot import HostRows, solve_semidual
-        from tunesift.ot.parts import sinkhorn_on
+        from tunesift.ot import solve_semidual
+        from tunesift.ot.parts import sinkhorn_on, solver_points
 
         kw = dict(epsilon=self.epsilon, relative_epsilon=self.relative_epsilon, threshold=self.threshold,
                   max_iter=self.max_iter, block_size=self.block_size)
         if self.solver == "semidual":  # L-BFGS over the target potentials, in this process
-            if isinstance(x_np, np.memmap):  # the cached / precomputed pool matrix: read block by block
-                x = HostRows(x_np, torch.float32, device)
-            else:
-                x = torch.from_numpy(np.array(x_np, dtype=np.float32)).to(device)  # a copy: may be read-only
-            return solve_semidual(x, torch.from_numpy(np.array(y_np, dtype=np.float32)).to(device), **kw)
+            y = torch.from_numpy(np.array(y_np, dtype=np.float32)).to(device)
+            return solve_semidual(solver_points(x_np, device), y, **kw)
         return sinkhorn_on(executor, x_np, y_np, momentum=self.momentum, cost_memory_budget=self.cost_memory_budget,
                            device=device, **kw)
 

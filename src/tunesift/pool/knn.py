@@ -217,19 +217,20 @@ def neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric
 SAMPLE_STRIDE = 16  # the threshold of a list is estimated on every 16th pool row
 
 
-def sample_depth(k: int, n: int) -> int:
-    """j: the threshold is the j-th largest similarity over the sample, which about 16·j ≈ 1.25·k + 256
-    pool rows reach; 0 for k = 0 (keep nothing), -1 when the sample has fewer rows (keep every row)."""
+def list_thresholds(k: int, n: int, m: int, jth: Callable[[int], "torch.Tensor"], device=None) -> "torch.Tensor":
+    """(M,) the similarity a target row's list keeps pool rows down to: a little below ``jth(j)``, the
+    j-th largest similarity over every 16th pool row, which about 16·j ≈ 1.25·k + 256 pool rows reach
+    (products of other shapes can round differently in the second pass); +inf for k = 0 (keep none),
+    -inf when the sample has fewer than j rows (keep every row)."""
+    import torch
+
     if k == 0:
-        return 0
+        return torch.full((m,), math.inf, device=device)
     j = math.ceil(1.25 * k / SAMPLE_STRIDE) + 16
-    return -1 if j > (n + SAMPLE_STRIDE - 1) // SAMPLE_STRIDE else j
-
-
-def threshold_from(jth: "torch.Tensor") -> "torch.Tensor":
-    """The threshold a little below the j-th sampled similarity: products of other shapes can round
-    differently in the second pass."""
-    return jth - 1e-5 * jth.abs().clamp_min(1.0)
+    if j > (n + SAMPLE_STRIDE - 1) // SAMPLE_STRIDE:
+        return torch.full((m,), -math.inf, device=device)
+    found = jth(j)
+    return found - 1e-5 * found.abs().clamp_min(1.0)
 
 
 def _neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metric: str, block_size: int,
@@ -242,15 +243,9 @@ def _neighbour_lists(pool: "torch.Tensor", target: "torch.Tensor", k: int, metri
     n, m, device = pool.shape[0], target.shape[0], pool.device
     k = max(0, min(int(k), n_total or n))
     if threshold is None:
-        j = sample_depth(k, n)
-        if j == 0:
-            threshold = torch.full((m,), math.inf, device=device)
-        elif j < 0:
-            threshold = torch.full((m,), -math.inf, device=device)
-        else:
-            sample = pool[::SAMPLE_STRIDE]
-            threshold = threshold_from(_search(sample, target, j, metric, block_size,
-                                               with_nearest_target=False).similarities[:, j - 1])
+        threshold = list_thresholds(k, n, m, lambda j: _search(pool[::SAMPLE_STRIDE], target, j, metric, block_size,
+                                                               with_nearest_target=False).similarities[:, j - 1],
+                                    device)
     k = min(k, n)
     # target rows per block: their similarities to a pool block and the rows they keep about block_size²
     expected = min(n, math.ceil(1.25 * k) + 256) if k else 0

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tunesift.pool.knn import (SAMPLE_STRIDE, NeighbourLists, _neighbour_lists, _search, prepare, sample_depth,
-                               threshold_from)
+from tunesift.pool.knn import SAMPLE_STRIDE, NeighbourLists, _neighbour_lists, _search, list_thresholds, prepare
 
 
 class LocalIndex:
@@ -113,15 +112,12 @@ class PartsIndex:
 
         q = queries.cpu()
         k = max(0, min(int(k), self.n))
-        j = sample_depth(k, self.n)
-        if j == 0:
-            threshold = torch.full((q.shape[0],), float("inf"))
-        elif j < 0:
-            threshold = torch.full((q.shape[0],), float("-inf"))
-        else:
+
+        def jth(j: int) -> "torch.Tensor":  # the j-th largest over every part's sample rows
             tops = np.concatenate(self.placed.call("sample_top", q, j), axis=1)  # (q, Σ ≤j)
-            jth = -np.sort(-tops, axis=1)[:, j - 1]
-            threshold = threshold_from(torch.from_numpy(np.ascontiguousarray(jth)))
+            return torch.from_numpy(np.ascontiguousarray(-np.sort(-tops, axis=1)[:, j - 1]))
+
+        threshold = list_thresholds(k, self.n, q.shape[0], jth)
         parts: list[NeighbourLists] = self.placed.call("above", q, k, threshold, with_nearest_target)
         indices, sims, lengths = [], [], np.zeros(q.shape[0], dtype=np.int64)
         for t in range(q.shape[0]):
@@ -149,9 +145,9 @@ def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, execu
 
     import torch
 
-    from tunesift.ot.parts import split_rows, whole_npy_file
+    from tunesift.ot.parts import parts_for, split_sources, worker_gpus
 
-    parts = 1 if executor is None else max(1, min(executor.parallelism(), pool.shape[0]))
+    parts = parts_for(executor, pool.shape[0])
     if parts == 1:
         array = np.asarray(pool, dtype=np.float32)
         if not array.flags.writeable:  # e.g. a memory-mapped cache; torch wants writable memory
@@ -160,15 +156,13 @@ def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, execu
         if not bool(torch.isfinite(x).all()):
             raise ValueError("pool embeddings contain NaN or infinite values")
         return contextlib.nullcontext(LocalIndex(prepare(x, metric), metric, block_size))
-    path = whole_npy_file(pool)
     n = pool.shape[0]
-    factories = [KnnPartFactory(start, stop, n, metric, block_size, path=path,
-                                array=None if path else np.asarray(pool[start:stop]), device=device)
-                 for start, stop in split_rows(n, parts)]
+    factories = [KnnPartFactory(start, stop, n, metric, block_size, path=path, array=rows, device=device)
+                 for start, stop, path, rows in split_sources(pool, parts)]
 
     @contextlib.contextmanager
     def placed():
-        with executor.place("knn", factories, gpus=1.0 if str(device).startswith("cuda") else 0.0) as workers:
+        with executor.place("knn", factories, gpus=worker_gpus(device)) as workers:
             yield PartsIndex(workers, n)
 
     return placed()
