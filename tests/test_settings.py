@@ -101,11 +101,15 @@ def test_a_setting_added_later_is_left_out_of_records_while_at_its_default():
 
     default = TigerSettings()
     record = settings_record(default)
-    assert "valid_users" not in record["fit"]  # so bench folders made before it existed stay valid
+    later = ("valid_users", "max_steps", "eval_every_steps")
+    assert not set(later) & set(record["fit"])  # so bench folders made before they existed stay valid
     full = asdict(default)
-    del full["fit"]["valid_users"]
+    for name in later:
+        del full["fit"][name]
     assert record == full
     assert "valid_users" not in key_fields(default)["fit"]
     changed = TigerSettings(fit=TigerFitSettings(valid_users="all"))
     assert settings_record(changed)["fit"]["valid_users"] == "all"
     assert key_fields(changed)["fit"]["valid_users"] == "all"
+    budget = TigerSettings(fit=TigerFitSettings(max_steps=400, eval_every_steps=20))
+    assert settings_record(budget)["fit"]["max_steps"] == 400 and key_fields(budget)["fit"]["eval_every_steps"] == 20

@@ -149,8 +149,8 @@ def _tiger(tmp_path, epochs=25, **fit):
                              d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0,
                              rqvae=RQVAESettings(codebook_size=4, latent_dim=8, hidden=(32, 16), epochs=20,
                                                  batch_size=32, kmeans_iters=5),
-                             fit=TigerFitSettings(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=5, patience=0,
-                                                  beams=10, max_val=None, **fit))
+                             fit=TigerFitSettings(**{"epochs": epochs, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5,
+                                                     "patience": 0, "beams": 10, "max_val": None, **fit}))
     return Tiger(settings, device="cpu", progress=False, cache_dir=tmp_path / "cache")
 
 
@@ -264,3 +264,49 @@ def test_validation_users_of_the_pick_or_the_same_users_for_every_pick():
     assert validation_users(data, pick_b, capped, seed=5) == first  # the same users whatever the pick and seed
     with pytest.raises(ValueError, match="valid_users"):
         TigerFitSettings(valid_users="some")
+
+
+def test_step_budget_validates_every_n_steps_and_stops_at_the_budget(tmp_path, monkeypatch):
+    import tunesift.rec.tiger.train as train_module
+
+    data = pattern_data(n_users=40)  # 200 samples, batches of 32: 7 steps an epoch
+    by_epoch = _tiger(tmp_path, epochs=3)
+    by_epoch.prepare(data)
+    ref, ref_record = by_epoch.train(data, range(40), seed=1, full=False, folder=tmp_path / "epochs")
+    # validating every 7 steps is validating every epoch: the same model and the same pick of the best
+    by_step = _tiger(tmp_path, epochs=3, eval_every_steps=7)
+    by_step.prepare(data)
+    same, record = by_step.train(data, range(40), seed=1, full=False, folder=tmp_path / "steps")
+    for (name, a), b in zip(ref.state_dict().items(), same.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert record["best_step"] == 7 * record["best_epoch"] and record["train_steps"] == ref_record["train_steps"] == 21
+    assert {k: v for k, v in record.items() if k != "best_step"} == ref_record
+
+    budget = _tiger(tmp_path, epochs=50, eval_every_steps=3, max_steps=10)
+    budget.prepare(data)
+    clean, record = budget.train(data, range(40), seed=2, full=False, folder=tmp_path / "budget")
+    history = json.loads((tmp_path / "budget" / "train.json").read_text())["history"]
+    assert [h["step"] for h in history if h.get("validation")] == [3, 6, 9, 10]
+    assert record["train_steps"] == 10 and record["train_epochs"] == 2 and record["best_step"] in (3, 6, 9, 10)
+
+    real, calls = train_module.length_batches, {"n": 0}
+
+    def dying(*args, **kwargs):  # the second epoch dies after the first is checkpointed
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "length_batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        budget.train(data, range(40), seed=2, full=False, folder=tmp_path / "killed")
+    monkeypatch.setattr(train_module, "length_batches", real)
+    resumed, again = budget.train(data, range(40), seed=2, full=False, folder=tmp_path / "killed")
+    for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert again == record
+
+    stops = _tiger(tmp_path, epochs=50, eval_every_steps=2, patience=1)
+    stops.prepare(data)
+    _, early = stops.train(data, range(40), seed=2, full=False, folder=tmp_path / "patience")
+    assert early["stopped_early"] and early["train_steps"] % 2 == 0 and early["train_steps"] < 50 * 7

@@ -373,7 +373,7 @@ class RecBench:
                 "eval_peak_rss_mb"]
         if any("finetune_peak_cuda_mb" in r for r in records):
             cost += ["selection_peak_cuda_mb", "finetune_peak_cuda_mb", "eval_peak_cuda_mb"]
-        cost += [k for k in ("n_train", "train_steps", "train_epochs", "best_epoch", "best_val_loss")
+        cost += [k for k in ("n_train", "train_steps", "train_epochs", "best_epoch", "best_step", "best_val_loss")
                  if any(k in r for r in records)]
         s, bb = self.scale, self.backbone
         notes = [

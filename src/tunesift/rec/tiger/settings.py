@@ -84,6 +84,14 @@ class TigerFitSettings:
     max_grad_norm: float | None = setting(1.0, "clip the global gradient norm (none: no clipping)")
     eval_every: int = setting(1, "epochs between validations")
     patience: int = setting(10, "validations without a better Recall@K before stopping (0: never)")
+    max_steps: int | None = setting(
+        None, "stop after this many optimizer steps (none: `epochs` alone ends training); with "
+        "`eval_every_steps`, every method trains on the same step budget whatever the size of its pick",
+        key="unless-default")
+    eval_every_steps: int | None = setting(
+        None, "validate every this many optimizer steps instead of every `eval_every` epochs (patience then "
+        "counts these validations), so early stopping does not depend on how many steps an epoch of a pick is",
+        key="unless-default")
     max_val: int | None = setting(2000, "at most this many validation users (seeded sample; none: all)")
     valid_users: str = setting(
         "selected", "whose validation items early stopping reads: `selected` (the users trained on that have "
@@ -104,7 +112,7 @@ class TigerFitSettings:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}")
         if self.valid_users not in ("selected", "all"):
             raise ValueError(f"`valid_users` must be 'selected' or 'all', got {self.valid_users!r}")
-        for name in ("full_epochs", "max_val"):
+        for name in ("full_epochs", "max_val", "max_steps", "eval_every_steps"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"`{name}` must be at least 1 or none, got {v}")

@@ -2,9 +2,11 @@
 
 AdamW with a linear warm-up, batches of similar length (seeded shuffling), early stopping on validation
 Recall@K (then NDCG@K) computed with the same trie-constrained beam search as the test, the best
-epoch's weights restored at the end. The state is checkpointed after every epoch (weights, optimizer,
-best weights, history), and every epoch's sample order and dropout draw from generators seeded with
-``(seed, epoch)``, so a killed run resumes where it stopped and ends with the same model.
+validation's weights restored at the end. Validation runs every ``eval_every`` epochs, or every
+``eval_every_steps`` optimizer steps (a budget that does not depend on how many steps an epoch of a given
+pick is; ``max_steps`` caps the steps the same way). The state is checkpointed after every epoch (weights,
+optimizer, best weights, history), and every epoch's sample order and dropout draw from generators seeded
+with ``(seed, epoch)``, so a killed run resumes where it stopped and ends with the same model.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ log = logging.getLogger("tunesift")
 
 @dataclass
 class TigerTrainResult:
-    """What :func:`train_tiger` did (see the fields' names); ``history`` has one entry per epoch."""
+    """What :func:`train_tiger` did (see the fields' names); ``history`` has one entry per epoch, and with
+    ``eval_every_steps`` one more per validation."""
 
     epochs: int
     steps: int
@@ -38,10 +41,13 @@ class TigerTrainResult:
     n_train: int
     n_val: int
     history: list = field(default_factory=list)
+    best_step: int | None = None
 
     def record(self) -> dict:
         out = {"n_train": self.n_train, "n_val": self.n_val, "train_steps": self.steps, "train_epochs": self.epochs,
                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
+        if self.best_step is not None:
+            out["best_step"] = self.best_step
         out.update({f"val_{k}": v for k, v in self.best_metrics.items()})
         return out
 
@@ -136,7 +142,22 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
         log.info("tiger: resumed at epoch %d from %s", state["epoch"], ckpt)
     has_val = valid is not None and len(valid) > 0
     lengths = train.lengths()
-    while state["epoch"] < s.epochs and not state["stopped"] and len(train):
+    max_steps = s.max_steps or float("inf")
+
+    def validate(epoch: int, entry: dict) -> None:
+        top = rank_items(model, valid, item_tokens, trie, s.beams, s.eval_batch_size, precision)
+        metrics = validation_metrics(top, valid_truth, ks)
+        entry.update(metrics)
+        if _better(metrics, state["best"], ks):
+            state.update(best=metrics, best_epoch=epoch, best_step=state["step"], bad=0,
+                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        else:
+            state["bad"] += 1
+            if s.patience and state["bad"] >= s.patience:
+                state["stopped"] = True
+        model.train()
+
+    while state["epoch"] < s.epochs and state["step"] < max_steps and not state["stopped"] and len(train):
         epoch = state["epoch"] + 1
         rng = np.random.default_rng([seed, epoch])
         torch.manual_seed(int(rng.integers(2**62)))  # dropout of this epoch
@@ -159,20 +180,20 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
             total += float(loss.detach()) * len(index)
             count += len(index)
             bar.update(len(index))
+            if has_val and s.eval_every_steps and (step % s.eval_every_steps == 0 or step >= max_steps):
+                check = {"epoch": epoch, "step": step, "validation": True}
+                validate(epoch, check)
+                state["history"].append(check)
+                log.info("tiger step %d: %s", step, ", ".join(f"{k} {v}" for k, v in check.items()
+                                                             if k not in ("epoch", "step", "validation")))
+            if state["stopped"] or step >= max_steps:
+                break
         bar.close()
         entry = {"epoch": epoch, "step": state["step"], "train_loss": round(total / max(count, 1), 6),
                  "seconds": round(time.perf_counter() - t0, 1)}
-        if has_val and (epoch % s.eval_every == 0 or epoch == s.epochs):
-            top = rank_items(model, valid, item_tokens, trie, s.beams, s.eval_batch_size, precision)
-            metrics = validation_metrics(top, valid_truth, ks)
-            entry.update(metrics)
-            if _better(metrics, state["best"], ks):
-                state.update(best=metrics, best_epoch=epoch, bad=0,
-                             best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-            else:
-                state["bad"] += 1
-                if s.patience and state["bad"] >= s.patience:
-                    state["stopped"] = True
+        if has_val and not s.eval_every_steps and (epoch % s.eval_every == 0 or epoch == s.epochs
+                                                   or state["step"] >= max_steps):
+            validate(epoch, entry)
         state["history"].append(entry)
         state["epoch"] = epoch
         log.info("tiger epoch %d: %s", epoch, ", ".join(f"{k} {v}" for k, v in entry.items() if k != "epoch"))
@@ -186,6 +207,7 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
         state["best_epoch"] = state["epoch"]
     model.eval()
     return TigerTrainResult(epochs=state["epoch"], steps=state["step"], best_epoch=state["best_epoch"],
+                            best_step=state.get("best_step") if s.eval_every_steps else None,
                             best_metrics=state["best"] or {}, stopped_early=state["stopped"],
                             seconds=time.perf_counter() - t0, n_train=len(train),
                             n_val=len(valid) if valid is not None else 0, history=state["history"])
