@@ -96,6 +96,22 @@ def test_gotd_on_shards_killed_between_embedding_chunks_resumes_at_the_next_chun
     assert not list((tmp_path / "cache" / "embeddings").glob("*.chunks-*"))
 
 
+def test_dsir_killed_between_feature_chunks_counts_only_the_rest(tmp_path, texts):
+    args = ["gotd", "--method", "dsir", "--pool", texts / "pool.jsonl", "--target", texts / "target.jsonl",
+            "--budget", 10, "--id-field", "id", "--no-progress", "--threads", 1, "--embed-chunk", 25]
+    clean = tunesift(*args, "--out", tmp_path / "clean", "--cache-dir", "none")  # in memory, one pass
+    assert clean.returncode == 0, clean.stderr
+    resumable = [*args, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"]
+    killed = tunesift(*resumable, fault="chunks:dsir features:00001:KILL")  # after the 2nd of 3 chunks
+    assert killed.returncode == -9
+    assert len(list((tmp_path / "cache" / "dsir").glob("*.chunks-25/*.npz"))) == 2
+    again = tunesift(*resumable)
+    assert again.returncode == 0, again.stderr
+    assert "dsir features: 2 of 3 chunks already saved" in again.stderr
+    assert "chunk 2 of 3 saved" not in again.stderr and "dsir features: chunk 3 of 3 saved" in again.stderr
+    same_bytes(tmp_path / "out", tmp_path / "clean")
+
+
 @pytest.fixture(scope="module")
 def rec_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")

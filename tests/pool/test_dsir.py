@@ -230,3 +230,44 @@ def test_real_data_matches_package(tmp_path):
     # (every n-gram unseen in the target costs about log(1e-8)), so the sample itself is mostly SST-2
     per_token = expected / np.maximum(hashed_ngram_features(pool_texts).lengths, 1)
     assert per_token[:1000].mean() > per_token[1000:].mean() + 1.0
+
+
+def test_features_saved_chunk_by_chunk_give_the_one_pass_weights_and_resume(tmp_path, monkeypatch):
+    import tunesift.pool.dsir as dsir
+
+    rng = random.Random(3)
+    pool = TextSet.from_texts(_corpus(rng, 40, SCIENCE, 0.3) + _corpus(rng, 40, REVIEWS, 0.3), name="pool")
+    target = TextSet.from_texts(_corpus(rng, 15, SCIENCE, 0.6), name="target")
+    method = DSIRSelection(num_buckets=97)
+    whole = method.rank(pool, target, _ctx(seed=4))  # no cache: one chunk, in memory
+
+    def ctx(**kw):
+        return Context(rng=np.random.default_rng(4), budget=5, cache_dir=tmp_path / "cache", chunk_rows=30, **kw)
+
+    real, calls = dsir.hashed_ngram_features, []
+
+    def dying(texts, *args, **kwargs):  # the third of 3 chunks (30, 30, 20 rows) dies
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(dsir, "hashed_ngram_features", dying)
+    with pytest.raises(KeyboardInterrupt):
+        method.rank(pool, target, ctx())
+    saved = sorted((tmp_path / "cache" / "dsir").glob("*.chunks-30/*.npz"))
+    assert [p.name for p in saved] == ["00000.npz", "00001.npz"]
+    calls.clear()
+    monkeypatch.setattr(dsir, "hashed_ngram_features", lambda texts, *a, **k: calls.append(len(texts)) or real(texts, *a, **k))
+    resumed = method.rank(pool, target, ctx())
+    assert calls == [20, 15]  # the pool's last chunk, then the target
+    np.testing.assert_array_equal(resumed.scores, whole.scores)  # the same weights, bit for bit
+    np.testing.assert_array_equal(resumed.order, whole.order)
+    assert resumed.info == whole.info
+    calls.clear()
+    assert np.array_equal(method.rank(pool, target, ctx()).order, whole.order) and calls == [15]  # all cached
+
+    other = TextSet.from_texts(pool.texts[:-1] + ["a different last text"], name="pool")
+    assert len(list((tmp_path / "cache" / "dsir").glob("*.chunks-30"))) == 1
+    method.rank(other, target, ctx())  # other texts: their own chunks
+    assert len(list((tmp_path / "cache" / "dsir").glob("*.chunks-30"))) == 2

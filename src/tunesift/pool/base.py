@@ -40,7 +40,8 @@ class Context:
     ``embed(textset, role, indices=None)`` returns float32 embeddings of ``textset`` (or of its rows
     ``indices``), shape (n, d), cached on disk; ``role`` is "pool" or "target" so precomputed arrays
     can be used. ``timer`` records stage times. ``executor`` runs per-example stages chunk by chunk
-    (:mod:`tunesift.executor`; None: here, in order).
+    (:mod:`tunesift.executor`; None: here, in order). ``cache_dir`` is where those stages save their
+    finished chunks (:mod:`tunesift.io.chunks`; None: nothing is saved), ``chunk_rows`` rows per chunk.
     """
 
     rng: np.random.Generator
@@ -50,6 +51,8 @@ class Context:
     device: str = "cpu"
     progress: bool = True
     executor: Any = None
+    cache_dir: Any = None
+    chunk_rows: int = 65536
 
 
 class PoolMethod(Method):

@@ -40,9 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-embeddings", default=None, help=".npy of precomputed pool embeddings aligned with the rows")
     p.add_argument("--target-embeddings", default=None, help=".npy of precomputed target embeddings")
     p.add_argument("--embed-chunk", type=int, default=DEFAULT_CHUNK_ROWS, metavar="ROWS",
-                   help=f"texts embedded and cached per chunk; a killed run resumes at the first unfinished one "
+                   help=f"rows embedded (or counted by DSIR) and cached per chunk; a killed run resumes at the first "
+                   f"unfinished one "
                    f"(default: {DEFAULT_CHUNK_ROWS})")
-    p.add_argument("--cache-dir", default="default", help="embedding cache ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
+    p.add_argument("--cache-dir", default="default", help="cache of embeddings and DSIR features ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
     add_device_argument(p)
     add_threads_argument(p)
     add_executor_arguments(p)

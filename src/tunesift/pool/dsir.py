@@ -23,10 +23,14 @@ numpy's global one; texts shorter than ``min_length`` tokens (the package's defa
 Pile documents, so ours is 0) are ranked after all others instead of being dropped, so the ranking
 still covers the whole pool.
 
-The features are a map over the pool's shards (one chunk for a single file) on the run's executor
-(:mod:`tunesift.executor`; ``--ray`` counts shards on Ray actors), stacked in the driver: counts are
-integers and each row's depend on its own text only, so the features do not depend on the split (each
-shard hashes its own distinct n-grams again, a little slower than one pass over a sharded pool).
+The pool's features are a map over chunks of rows on the run's executor (:mod:`tunesift.executor`;
+``--ray`` counts chunks on Ray actors). Counts are integers and each row's depend on its own text only,
+so nothing depends on the split (each chunk hashes its own distinct n-grams again, a little slower than
+one pass). With a cache folder each finished chunk is saved (:class:`tunesift.io.chunks.ChunkStore`,
+keyed by the pool's texts and the feature settings), so a killed run counts only the chunks it had not
+finished, a rerun on the same pool none; the raw distribution is summed chunk by chunk and the weights
+are computed from the saved chunks again, so the pool's count matrix is never held whole. Without one,
+the chunks stay in memory.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from itertools import chain
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from tunesift.executor import Executor, LocalExecutor, Stage
+from tunesift.io.chunks import ChunkStore
 from tunesift.io.tables import TextSet
 from tunesift.pool.base import Context, PoolMethod, Ranking
 from tunesift.registry import POOL_METHODS
@@ -253,9 +258,73 @@ def shard_features(ts: TextSet, counter: NgramCounter, executor: Executor | None
                          lengths=np.concatenate([p.lengths for p in parts]))
 
 
-def bucket_distribution(counts: sp.spmatrix) -> np.ndarray:
-    """(B,) normalised total counts over the rows of an (N, B) count matrix (the package's ``_fit_bow``)."""
-    total = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
+def _save_features(f, features: NgramFeatures) -> None:
+    c = features.counts.tocsr()
+    np.savez(f, data=c.data, indices=c.indices, indptr=c.indptr, shape=np.asarray(c.shape), lengths=features.lengths)
+
+
+def _load_features(path) -> NgramFeatures:
+    with np.load(path, allow_pickle=False) as z:
+        counts = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(int(v) for v in z["shape"]))
+        return NgramFeatures(counts=counts, lengths=z["lengths"])
+
+
+@dataclass
+class PoolFeatures:
+    """The pool's features chunk by chunk: the raw bucket totals and lengths of all rows, and each chunk's
+    counts, in memory or read back from its saved file."""
+
+    store: ChunkStore
+    totals: np.ndarray  # (B,) int64 counts over the pool
+    lengths: np.ndarray  # (N,)
+    held: list[NgramFeatures] | None  # the chunks, where there is no store folder
+
+    @classmethod
+    def count(cls, ts: TextSet, counter: NgramCounter, executor: Executor | None, cache_dir, chunk_rows: int
+              ) -> "PoolFeatures":
+        from pathlib import Path
+
+        from tunesift.embed import texts_key
+
+        executor = LocalExecutor() if executor is None else executor
+        setting = f"dsir:{counter.num_buckets}:{counter.ngrams}:{counter.tokenizer}"
+        folder = None if cache_dir is None else \
+            Path(cache_dir) / "dsir" / f"{texts_key(setting, ts.texts)}.chunks-{chunk_rows}"
+        store = ChunkStore(folder, _save_features, _load_features, ".npz", "dsir features")
+        stage = Stage(name="dsir features", key=setting, factory=counter)
+        n = len(ts)
+        chunks = ((k, ts.texts[lo:lo + chunk_rows]) for k, lo in enumerate(range(0, max(n, 1), chunk_rows)))
+        totals, lengths = np.zeros(counter.num_buckets, dtype=np.int64), []
+        held = [] if folder is None else None
+        for _, features in store.map(stage, chunks, executor):
+            totals += np.asarray(features.counts.sum(axis=0), dtype=np.int64).ravel()
+            lengths.append(features.lengths)
+            if held is not None:
+                held.append(features)
+        return cls(store=store, totals=totals, lengths=np.concatenate(lengths), held=held)
+
+    def chunks(self) -> Iterator[NgramFeatures]:
+        if self.held is not None:
+            yield from self.held
+        else:
+            k = 0
+            while self.store.done(k):
+                yield self.store.load(k)
+                k += 1
+
+    def log_importance_weights(self, log_diff: np.ndarray) -> np.ndarray:
+        """(N,) :func:`log_importance_weights` of every row, chunk by chunk."""
+        out = np.concatenate([log_importance_weights(c.counts, log_diff) for c in self.chunks()])
+        if out.shape != self.lengths.shape:
+            raise ValueError(f"{self.store.folder}: the saved DSIR feature chunks cover {out.size} rows, expected "
+                             f"{self.lengths.size}; delete that folder to count them again")
+        return out
+
+
+def bucket_distribution(counts: sp.spmatrix | np.ndarray) -> np.ndarray:
+    """(B,) normalised total counts over the rows of an (N, B) count matrix (the package's ``_fit_bow``),
+    or of its (B,) column totals."""
+    total = np.asarray(counts if np.ndim(counts) == 1 else counts.sum(axis=0), dtype=np.float64).ravel()
     mass = total.sum()
     return total / mass if mass > 0 else total
 
@@ -337,18 +406,18 @@ class DSIRSelection(PoolMethod):
     def rank(self, pool: TextSet, target: TextSet, ctx: Context) -> Ranking:
         with ctx.timer.stage("dsir_features") if ctx.timer is not None else nullcontext():
             counter = NgramCounter(self.num_buckets, self.ngrams, self.tokenizer)
-            pool_features = shard_features(pool, counter, ctx.executor)
+            pool_features = PoolFeatures.count(pool, counter, ctx.executor, ctx.cache_dir, ctx.chunk_rows)
             target_features = shard_features(target, counter, ctx.executor)
         target_probs = bucket_distribution(target_features.counts)
-        raw_probs = bucket_distribution(pool_features.counts)
+        raw_probs = bucket_distribution(pool_features.totals)
         if not target_probs.any():
             raise ValueError(f"{target.path}: the target texts contain no tokens; DSIR has nothing to fit")
         log_diff = log_ratio(target_probs, raw_probs, self.smoothing)
-        log_w = log_importance_weights(pool_features.counts, log_diff)
+        log_w = pool_features.log_importance_weights(log_diff)
         short = pool_features.lengths < self.min_length
         order = sampling_order(log_w, ctx.rng if self.gumbel else None, ranked_last=short)
         info = {
-            "pool_ngrams": int(pool_features.counts.sum()),
+            "pool_ngrams": int(pool_features.totals.sum()),
             "target_ngrams": int(target_features.counts.sum()),
             "buckets_used_by_target": int(np.count_nonzero(target_probs)),
             "short_rows_ranked_last": int(short.sum()),

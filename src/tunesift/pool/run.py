@@ -77,7 +77,7 @@ def select_from_pool(
         cache_dir: where embeddings are cached ("default": ``$TUNESIFT_CACHE`` or ~/.cache/tunesift;
             None: no cache).
         out_dir: when given, writes scores.parquet, selected.jsonl and manifest.json there.
-        embed_chunk_rows: texts embedded and cached per chunk (a killed embedding resumes at the
+        embed_chunk_rows: rows embedded (and DSIR-counted) and cached per chunk (a killed run resumes at the
             first unfinished chunk).
         executor: where per-example stages run, chunk by chunk (:mod:`tunesift.executor`; default:
             here, in order). The selection does not depend on it.
@@ -124,7 +124,7 @@ def select_from_pool(
         return arr
 
     ctx = Context(rng=np.random.default_rng(seed), budget=int(budget), embed=embed, timer=timer,
-                  device=device, progress=progress, executor=executor)
+                  device=device, progress=progress, executor=executor, cache_dir=cache, chunk_rows=embed_chunk_rows)
     with timer.stage("total"):
         ranking = m.rank(pool, target, ctx)
     order = np.asarray(ranking.order, dtype=np.int64)
