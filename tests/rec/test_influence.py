@@ -54,7 +54,7 @@ def test_per_sample_gradients_equal_plain_loop(small, subset):
     loop = _loop_gradients(model, batch, names)
     for size in (1, 7, 64):  # batch-size invariance
         got = per_sample_gradients(model, batch, names, batch_size=size)
-        torch.testing.assert_close(got, loop, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(got, loop, rtol=1e-4, atol=1e-6)  # float32 rounding at gradients of O(1)
     norms = per_sample_gradient_norms(model, batch, names, batch_size=5)
     torch.testing.assert_close(norms, loop.norm(dim=1), rtol=1e-4, atol=1e-7)
     assert (loop.abs().sum(1) > 0).sum() > 20  # most rows have targets: the check is not vacuous
@@ -220,3 +220,13 @@ def test_follows_cuda_device(small):
     gpu = influence_scores(gpu_model, [t.cuda() for t in batch], names, solver="exact",
                            lissa_settings=LissaSettings(damping=0.1, scale=10.0))
     np.testing.assert_allclose(gpu.scores, cpu.scores, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", [6, 5, 30])
+def test_gradient_norms_of_every_parameter_match_a_loop_when_the_batch_is_as_long_as_a_sequence(small, size):
+    # positions are looked up with (T,) ids shared by the batch: with B = T = 6 their shape looks per-sample
+    model, batch, _ = small
+    names = [n for n, _ in model.named_parameters()]
+    loop = _loop_gradients(model, batch, names)
+    norms = per_sample_gradient_norms(model, batch, None, batch_size=size)
+    torch.testing.assert_close(norms, loop.norm(dim=1), rtol=1e-4, atol=1e-6)

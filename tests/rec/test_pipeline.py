@@ -177,3 +177,38 @@ def test_cli_end_to_end(tmp_path, lm_path, capsys):
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
     assert main([*args, "--llm-dtype", "half"]) == 2
     assert "`llm_dtype` must be one of float32, bfloat16, float16, got 'half'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["grand", "el2n"])
+def test_early_scores_saved_chunk_by_chunk_match_one_pass_and_resume(data, tmp_path, monkeypatch, kind):
+    import tunesift.rec.influence as influence_module
+    import tunesift.rec.methods as methods_module
+    from tunesift.output import Timer
+    from tunesift.rec.pipeline import RecContext, RecSettings
+    from tunesift.rec.stages import StageCache
+    from tunesift.rec.bigrec import BigRec
+
+    def scores(chunk, cache):
+        settings = RecSettings.from_flat("bigrec", **FAST, early_chunk=chunk)
+        ctx = RecContext(data, np.arange(24), 4, 0, settings, BigRec(settings.backbone, device="cpu", progress=False),
+                         StageCache(cache), Timer(), "cpu", progress=False)
+        return ctx.early_scores(kind)
+
+    whole = scores(10_000, tmp_path / "one")
+    module, fn = (influence_module, "per_sample_gradient_norms") if kind == "grand" else (methods_module, "el2n_scores")
+    real, calls = getattr(module, fn), []
+
+    def dying(model, batch, *args, **kwargs):
+        calls.append(int(batch[0].shape[0]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(module, fn, dying)
+    with pytest.raises(KeyboardInterrupt):
+        scores(8, tmp_path / "chunked")
+    assert calls == [8, 8, 8]
+    calls.clear()
+    resumed = scores(8, tmp_path / "chunked")
+    assert calls == [8]  # the first two chunks came from disk
+    np.testing.assert_allclose(resumed, whole, rtol=1e-6, atol=1e-9)

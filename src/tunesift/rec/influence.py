@@ -183,6 +183,24 @@ def _embedding_squared_norms(model: nn.Module, batch: Batch, modules: dict[str, 
     return total, misaligned
 
 
+def _shared_lookups(model: nn.Module, batch: Batch, modules: dict[str, nn.Embedding], prepare: Prepare) -> list[str]:
+    """The embedding modules whose lookups are not indexed by sample: the leading size of their ids does
+    not follow the batch size. The shapes of one batch cannot tell (positions (T,) look like per-sample
+    ids (B,) when T = B), so the model runs on the batch's first row and on its first two rows."""
+    leading: dict[str, set] = {n: set() for n in modules}
+    rows = [0]
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: leading[n].add(
+        (rows[0], int(inp[0].shape[0]) if inp[0].ndim else None))) for n, m in modules.items()]
+    try:
+        with torch.no_grad():
+            for rows[0] in (1, 2):
+                model(*prepare([t[:rows[0]] for t in batch]))
+    finally:
+        for h in handles:
+            h.remove()
+    return [n for n, seen in leading.items() if any(size != probe for probe, size in seen)]
+
+
 def per_sample_gradient_norms(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
                               batch_size: int = 64, progress: bool = False,
                               prepare: Prepare | None = None) -> torch.Tensor:
@@ -204,6 +222,9 @@ def per_sample_gradient_norms(model: nn.Module, batch: Batch, names: Sequence[st
     from tqdm.auto import tqdm
 
     n_rows = batch[0].shape[0]
+    if sparse and n_rows >= 2:  # tables looked up with ids shared by the batch (positions) take the dense path
+        for name in _shared_lookups(model, batch, sparse, prepare or _identity):
+            del sparse[name]
     out = []
     for sl in tqdm(list(_chunks(n_rows, batch_size)), desc="gradient norms", unit="batch", disable=not progress):
         part = list((prepare or _identity)([t[sl] for t in batch]))

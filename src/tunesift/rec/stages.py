@@ -209,9 +209,13 @@ class EarlySettings:
 
     grand_parameters: tuple[str, ...] | None = setting(
         None, "surrogate parameters of GraNd's gradient (default: all but the item embeddings' full matrix)")
+    early_chunk: int = setting(16384, "candidates per saved chunk of GraNd / EL2N (a killed run resumes at the "
+                                      "first unfinished one)", key=False)
 
     def __post_init__(self) -> None:
         self.grand_parameters = _as_names(self.grand_parameters)
+        if isinstance(self.early_chunk, bool) or not isinstance(self.early_chunk, int) or self.early_chunk < 1:
+            raise ValueError(f"`early_chunk` must be a positive integer, got {self.early_chunk!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,6 +242,25 @@ class Stage:
 
     def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
         ctx.cache.save_array(self.name, key, result, info)
+
+
+class ChunkedStage(Stage):
+    """A per-candidate stage computed in chunks, each saved as it is done (:meth:`StageCache.chunked`), so
+    a killed run resumes at the first unfinished chunk; ``compute`` calls :meth:`chunked`."""
+
+    def chunked(self, ctx: Any) -> Callable[[int, int, Callable[[], Callable[[slice], np.ndarray]]], np.ndarray]:
+        """``chunked(n, chunk, factory)``: ``n`` values, ``chunk`` at a time, by the worker ``factory()``
+        builds (here, or once per actor of the run's executor)."""
+        key = self.key(ctx)
+        cache = ctx.cache if key is not None else StageCache(None)
+
+        def run(n: int, chunk: int, factory: Callable[[], Callable[[slice], np.ndarray]]) -> np.ndarray:
+            return cache.chunked(self.name, key or "", n, chunk, factory, executor=getattr(ctx, "executor", None))
+
+        return run
+
+    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
+        ctx.cache.mark(self.name, key, info)  # the array itself was saved by ``chunked``
 
 
 class SurrogateStage(Stage):
@@ -311,7 +334,7 @@ class InfluenceStage(Stage):
         return unsort(result.scores, order), result.info()
 
 
-class EarlyStage(Stage):
+class EarlyStage(ChunkedStage):
     """(N,) EL2N (``kind="el2n"``) or GraNd (``"grand"``) on the surrogate's early snapshot."""
 
     KINDS = ("el2n", "grand")
@@ -339,17 +362,24 @@ class EarlyStage(Stage):
         batch, order = ctx.pool_batch()
         names = self._names()
         if self.name == "el2n":
-            scores = el2n_scores(model, batch)
+            def score(sl: slice) -> np.ndarray:
+                return el2n_scores(model, [t[sl] for t in batch])
         else:
             n_params = sum(p.numel() for n, p in model.named_parameters()
                            if (names is None or n in names) and n != "item_embeddings.weight")
-            chunk = max(1, min(ctx.surrogate_settings.gradient_batch_size, (1 << 26) // max(n_params, 1)))
-            scores = per_sample_gradient_norms(model, batch, names, batch_size=chunk, progress=ctx.progress,
-                                               prepare=trim_padding).double().cpu().numpy()
+            size = max(1, min(ctx.surrogate_settings.gradient_batch_size, (1 << 26) // max(n_params, 1),
+                              self.settings.early_chunk))
+
+            def score(sl: slice) -> np.ndarray:
+                return per_sample_gradient_norms(model, [t[sl] for t in batch], names, batch_size=size,
+                                                 progress=ctx.progress, prepare=trim_padding).double().cpu().numpy()
+        # chunks of the length-sorted rows, a multiple of the gradient batches: the same batches as one call
+        chunk = self.settings.early_chunk if self.name == "el2n" else self.settings.early_chunk // size * size
+        scores = self.chunked(ctx)(len(order), chunk, lambda: score)
         return unsort(scores, order), {"early_epoch": trained.early_epoch, "parameters": names or "all"}
 
 
-class EffortStage(Stage):
+class EffortStage(ChunkedStage):
     """(N,) the backbone's effort on each candidate's training sample(s), computed in resumable chunks."""
 
     name = "effort"
@@ -364,16 +394,7 @@ class EffortStage(Stage):
         return stage_key(data=ctx.data_key, backbone=self.backbone.name, seed=ctx.seed, **parts)
 
     def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
-        key = self.key(ctx)
-        cache = ctx.cache if key is not None else StageCache(None)
-
-        def chunked(n: int, chunk: int, factory: Callable[[], Callable[[slice], np.ndarray]]) -> np.ndarray:
-            return cache.chunked(self.name, key or "", n, chunk, factory, executor=getattr(ctx, "executor", None))
-
-        return self.backbone.effort(ctx.data, ctx.pool, ctx.seed, chunked)
-
-    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
-        ctx.cache.mark(self.name, key, info)  # the array itself was saved by ``chunked``
+        return self.backbone.effort(ctx.data, ctx.pool, ctx.seed, self.chunked(ctx))
 
 
 def unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
