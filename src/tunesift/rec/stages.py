@@ -350,7 +350,10 @@ class EarlyStage(ChunkedStage):
         return list(self.settings.grand_parameters) if self.settings.grand_parameters else None
 
     def key(self, ctx: Any) -> str:
-        return stage_key(surrogate=self.surrogate.key(ctx), pool=ctx.pool_hash, kind=self.name, names=self._names())
+        # GraNd's key names the fix of its position-embedding norms, so no result from before it is reused
+        fixed = {"shared_lookups": "dense"} if self.name == "grand" else {}
+        return stage_key(surrogate=self.surrogate.key(ctx), pool=ctx.pool_hash, kind=self.name, names=self._names(),
+                         **fixed)
 
     def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
         from tunesift.rec.influence import per_sample_gradient_norms
