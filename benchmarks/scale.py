@@ -20,6 +20,9 @@ mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of tha
   ``--target-embeddings``; a pool file of N one-line texts ``row i``), budget N/20: reading, the OT
   solve, ``scores.parquet`` and ``selected.jsonl``; peak RSS of that process from GNU ``time``, and
   its picks compared with the mode before it.
+- ``cli-shards``: the same command on the same texts written as a folder of JSONL shards of
+  ``--shard-rows`` rows (texts packed into one buffer and ids computed from the shards, rows read back
+  from the shards for ``selected.jsonl``).
 
 All use GOT-D's settings (epsilon 0.1 absolute, plain Sinkhorn, threshold 1e-3, online cost in
 blocks of 2048 rows). The script checks that the two give the same potentials (max |Δf|) and the same
@@ -42,6 +45,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("memory", "mmap", "ray1", "ray2", "cli")
+MODES = ("memory", "mmap", "ray1", "ray2", "cli", "cli-shards")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="also print one JSON line per size")
     p.add_argument("--modes", nargs="+", choices=MODES, default=["memory", "mmap"],
                    help="what to compare (default: memory mmap); the first is the reference of the ratios")
+    p.add_argument("--shard-rows", type=int, default=100_000, help="rows per shard of the cli-shards mode")
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--pool", help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
@@ -153,7 +158,8 @@ def child(args: argparse.Namespace) -> None:
                       "peak_rss_mb": peak_mb, "rss_before_pool_mb": base_mb}))
 
 
-def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: Path) -> tuple[dict, np.ndarray]:
+def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: Path,
+            sharded: bool = False) -> tuple[dict, np.ndarray]:
     """``tunesift gotd`` on the precomputed matrices; (its figures, the selected rows)."""
     import shutil
 
@@ -163,6 +169,18 @@ def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: 
             with open(path, "w") as f:
                 for start in range(0, rows, 100_000):
                     f.write("".join(f'{{"text": "row {i}"}}\n' for i in range(start, min(rows, start + 100_000))))
+    if sharded:  # the same rows as shards of --shard-rows
+        shards = folder / f"texts_n{n}_shards{args.shard_rows}"
+        if not shards.exists():
+            tmp = folder / f".{shards.name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            with open(texts) as f:
+                for k, start in enumerate(range(0, n, args.shard_rows)):
+                    with open(tmp / f"part-{k:05d}.jsonl", "w") as g:
+                        g.writelines(next(f) for _ in range(min(args.shard_rows, n - start)))
+            tmp.rename(shards)
+        texts = shards
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["/usr/bin/time", "-f", "MAXRSS %M", sys.executable, "-m", "tunesift", "gotd", "--pool", str(texts),
            "--target", str(target_texts), "--pool-embeddings", str(pool), "--target-embeddings", str(target),
@@ -218,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                 made.append(pool)
             file_mb = pool.stat().st_size / 2**20
             results, fs = {}, {}
-            picks = None
+            picks = {}
             for mode in args.modes:
-                if mode == "cli":
-                    results[mode], picks = run_cli(args, n, pool, target, folder)
-                    fs[mode] = fs[args.modes[0]] if args.modes[0] != "cli" else np.zeros(n)
+                if mode.startswith("cli"):
+                    results[mode], picks[mode] = run_cli(args, n, pool, target, folder, sharded=mode == "cli-shards")
+                    fs[mode] = fs[args.modes[0]] if not args.modes[0].startswith("cli") else np.zeros(n)
                 else:
                     f_out = folder / f"f_{mode}_n{n}.npy"
                     results[mode] = run_mode(args, mode, pool, target, f_out)
@@ -235,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             k = max(1, n // 20)
             ref = args.modes[0]
             top = {mode: np.sort(np.argsort(fs[mode], kind="stable")[:k]) for mode in args.modes}
-            if picks is not None:  # the command's own picks, not a copy of the reference's potentials
-                top["cli"] = picks
+            top.update(picks)  # the commands' own picks, not a copy of the reference's potentials
             line = {"n": n, "m": args.m, "d": args.d, "file_mb": file_mb, **results}
             for mode in args.modes[1:]:
                 same_top = bool(np.array_equal(top[ref], top[mode]))
@@ -244,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = results[ref], results[mode]
                 time_ratio = b["solve_s"] / a["solve_s"]
                 rss_ratio = b["peak_rss_mb"] / a["peak_rss_mb"]
-                what = "the whole command" if mode == "cli" else "solve"
-                df = "" if mode == "cli" else f"max |f_{mode} - f_{ref}| {max_df:.3g}; "
+                what = "the whole command" if mode.startswith("cli") else "solve"
+                df = "" if mode.startswith("cli") else f"max |f_{mode} - f_{ref}| {max_df:.3g}; "
                 print(f"{n:>10}   {mode} / {ref}: {what} time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x "
                       f"({b['peak_rss_mb']:.0f} vs {a['peak_rss_mb']:.0f} MB); {df}"
                       f"top {k} {'identical' if same_top else 'DIFFER'}", flush=True)
@@ -257,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for p in made:
                 p.unlink(missing_ok=True)
-            for p in folder.glob("*texts_*.jsonl"):  # the cli mode's text files
-                if not args.keep:
-                    p.unlink()
+            for p in folder.glob("*texts_*.jsonl"):  # the cli modes' text files
+                p.unlink()
+            for p in folder.glob("texts_*_shards*"):
+                shutil.rmtree(p)
             if not args.dir:
                 target.unlink(missing_ok=True)
                 folder.rmdir()

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tunesift.io.atomic import write_json, write_jsonl, write_parquet
+from tunesift.io.packed import CompactSequence
 
 
 def ranks_from_order(order: np.ndarray, n: int) -> np.ndarray:
@@ -97,7 +98,8 @@ def write_selection(
         raise ValueError(f"budget {budget} must be in 1..{n}")
     rank = ranks_from_order(order, n)
     table: dict[str, Any] = {
-        "id": list(ids) if not all(isinstance(i, (int, np.integer)) for i in ids) else np.asarray(ids, dtype=np.int64),
+        "id": (ids if isinstance(ids, (list, CompactSequence)) else list(ids))
+        if not all(isinstance(i, (int, np.integer)) for i in ids) else np.asarray(ids, dtype=np.int64),
         "score": scores,
         "rank": rank,
         "selected": rank <= budget,

@@ -32,6 +32,9 @@ def test_a_folder_reads_its_shards_in_natural_order_with_stable_ids(shards):
                       "sub/part-1.jsonl:1"]
     assert [s["path"] for s in ts.extra["shards"]] == ["part-2.jsonl", "part-10.jsonl", "sub/part-1.jsonl"]
     assert [s["rows"] for s in ts.extra["shards"]] == [2, 1, 2]
+    from tunesift.io.packed import PackedTexts, ShardRowIds
+
+    assert isinstance(ts.texts, PackedTexts) and isinstance(ts.ids, ShardRowIds)  # no str object a row
     assert all(len(s["fingerprint"]) == 64 for s in ts.extra["shards"]) and len(ts.fingerprint) == 64
     # the rows' fields are read back from the shards, not held
     assert isinstance(ts.records, ShardRecords) and len(ts.records) == 5

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -84,7 +85,9 @@ def write_parquet(path: str | os.PathLike, columns: dict[str, Any], row_group_ro
 
     if row_group_rows < 1:
         raise ValueError(f"row_group_rows must be at least 1, got {row_group_rows}")
-    cols = {k: (np.asarray(v) if not isinstance(v, list) else v) for k, v in columns.items()}
+    # lists and other sequences (packed texts, computed ids) are sliced per row group, never converted whole
+    cols = {k: (v if isinstance(v, Sequence) and not isinstance(v, (str, bytes, tuple)) else np.asarray(v))
+            for k, v in columns.items()}
     lengths = {len(v) for v in cols.values()}
     if len(lengths) > 1:
         raise ValueError(f"columns have different lengths: { {k: len(v) for k, v in cols.items()} }")

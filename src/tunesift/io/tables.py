@@ -30,18 +30,20 @@ class TextSet:
         path: where the rows came from (a file, a folder of shards or a glob).
         records: the rows with all their original fields, in file order (a list, or for shards a
             :class:`ShardRecords` that reads them back from the files).
-        texts: ``records[i][text_field]``.
+        texts: ``records[i][text_field]`` (for shards a :class:`tunesift.io.packed.PackedTexts`: one
+            UTF-8 buffer, not a str object a row).
         ids: ``records[i][id_field]``, or when no id field is given the 0-based row number (one file)
-            or ``"<shard path relative to the folder>:<0-based row in the shard>"`` (shards).
+            or ``"<shard path relative to the folder>:<0-based row in the shard>"`` (shards; computed
+            when asked for, :class:`tunesift.io.packed.ShardRowIds`).
         fingerprint: sha256 of the file's bytes (or of the rows for an in-memory set; for shards,
             of the shards' names and fingerprints).
         extra: ``{"shards": [{"path", "format", "rows", "fingerprint"}, ...]}`` for sharded sets.
     """
 
     path: str
-    records: list[dict]
-    texts: list[str]
-    ids: list[Any]
+    records: Sequence[dict]
+    texts: Sequence[str]
+    ids: Sequence[Any]
     text_field: str = "text"
     id_field: str | None = None
     fingerprint: str = ""
@@ -465,7 +467,9 @@ def read_text_set(
 
 def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str, id_field: str | None,
                  name: str) -> TextSet:
-    texts: list[str] = []
+    from tunesift.io.packed import PackedTexts, ShardRowIds
+
+    texts = PackedTexts()  # the text bytes and an offset a row, not a str object each
     ids: list[Any] = []
     shards: list[Shard] = []
     seen: dict = {}
@@ -480,10 +484,13 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
                             fingerprint=fingerprint))
         total.update(f"{shard_name}\0{fingerprint}\0".encode())
         texts.extend(t)
-        ids.extend(i)
-        del rows, lines  # one shard's rows in memory at a time
+        if id_field is not None:
+            ids.extend(i)
+        del rows, lines, t, i  # one shard's rows in memory at a time
     if not texts:
         raise ValueError(f"{spec}: the {name} is empty (its {len(files)} shards hold no rows)")
     info = [{"path": s.name, "format": s.format, "rows": s.rows, "fingerprint": s.fingerprint} for s in shards]
+    if id_field is None:  # "<shard>:<row>", computed when asked for
+        ids = ShardRowIds([s.name for s in shards], [s.start for s in shards], len(texts))
     return TextSet(path=spec, records=ShardRecords(shards), texts=texts, ids=ids, text_field=text_field,
                    id_field=id_field, fingerprint=total.hexdigest(), extra={"shards": info})

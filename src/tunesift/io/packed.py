@@ -1,0 +1,111 @@
+"""Compact columns for large sets: texts packed into one UTF-8 buffer, ids computed from shard positions.
+
+A Python list of N strings costs ~57 bytes per string plus the text (one object each and a pointer);
+:class:`PackedTexts` costs the text's UTF-8 bytes plus an 8-byte offset. :class:`ShardRowIds` holds no
+per-row data at all: the id of row i, ``"<shard>:<row in the shard>"``, is computed when asked for.
+Both behave as read-only sequences: an integer index gives one item, a slice a list, iteration streams.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Sequence
+from typing import Any, Iterable, Iterator
+
+
+class CompactSequence(Sequence):
+    """Slices as lists, ``+`` as list concatenation, equality with any sequence of the same items."""
+
+    def _item(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        n = len(self)
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(n))]
+        index = int(index)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} items")
+        return self._item(index % n)
+
+    def __add__(self, other: Iterable[Any]) -> list:
+        return [*self, *other]
+
+    def __radd__(self, other: Iterable[Any]) -> list:
+        return [*other, *self]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (Sequence, CompactSequence)) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # mutable-sequence semantics, as a list
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(x) for x in self[:3])
+        return f"{type(self).__name__}([{head}{', ...' if len(self) > 3 else ''}], n={len(self)})"
+
+
+class PackedTexts(CompactSequence):
+    """Strings in one UTF-8 buffer with (N + 1) int64 offsets; append whole lists with :meth:`extend`."""
+
+    def __init__(self, texts: Iterable[str] = ()):
+        self._buffer = bytearray()
+        self._offsets = array("q", [0])
+        self.extend(texts)
+
+    def extend(self, texts: Iterable[str]) -> None:
+        for t in texts:
+            self._buffer += t.encode("utf-8")
+            self._offsets.append(len(self._buffer))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def _item(self, index: int) -> str:
+        return self._buffer[self._offsets[index]:self._offsets[index + 1]].decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        buf, off = self._buffer, self._offsets
+        for i in range(len(off) - 1):
+            yield buf[off[i]:off[i + 1]].decode("utf-8")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the buffer and the offsets."""
+        return len(self._buffer) + self._offsets.itemsize * len(self._offsets)
+
+    def __reduce__(self):  # pickles as its two buffers (Ray workers, multiprocessing)
+        return _packed_from_buffers, (bytes(self._buffer), self._offsets.tobytes())
+
+
+def _packed_from_buffers(buffer: bytes, offsets: bytes) -> PackedTexts:
+    out = PackedTexts()
+    out._buffer = bytearray(buffer)
+    out._offsets = array("q")
+    out._offsets.frombytes(offsets)
+    return out
+
+
+class ShardRowIds(CompactSequence):
+    """The ids ``"<shard name>:<row in the shard>"`` of a sharded set's rows, from the shards' names and
+    first rows; nothing is stored per row."""
+
+    def __init__(self, names: Sequence[str], starts: Sequence[int], total: int):
+        if len(names) != len(starts):
+            raise ValueError(f"{len(names)} shard names for {len(starts)} shard starts")
+        self._names, self._starts, self._n = list(names), list(starts), int(total)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _item(self, index: int) -> str:
+        k = bisect.bisect_right(self._starts, index) - 1
+        return f"{self._names[k]}:{index - self._starts[k]}"
+
+    def __iter__(self) -> Iterator[str]:
+        for k, name in enumerate(self._names):
+            end = self._starts[k + 1] if k + 1 < len(self._starts) else self._n
+            for row in range(end - self._starts[k]):
+                yield f"{name}:{row}"
