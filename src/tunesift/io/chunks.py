@@ -57,8 +57,9 @@ class ChunkStore:
             log.info("%s: %d of %d chunks already saved in %s", self.name, len(chunks) - len(todo), len(chunks),
                      self.folder)
         computed = executor.map(stage, iter(todo)) if todo else iter(())
+        pending = {k for k, _ in todo}
         for k, _ in chunks:
-            if self.done(k):
+            if k not in pending:
                 yield k, self.load(k)
                 continue
             got, result = next(computed)
