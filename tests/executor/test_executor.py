@@ -161,7 +161,7 @@ def test_ray_flags_without_the_ray_extra_are_a_clear_error(tmp_path, capsys, mon
     assert not (tmp_path / "o" / "manifest.json").exists()
 
 
-def test_dsir_on_ray_counts_shard_by_shard_as_one_local_pass(ray_instance, tmp_path):
+def test_dsir_on_ray_counts_saved_chunks_as_one_local_pass(ray_instance, tmp_path):
     rng = np.random.default_rng(1)
     words = ["gene", "protein", "cell", "film", "plot", "actor", "the", "a", "binds", "was"]
     lines = [json.dumps({"text": " ".join(rng.choice(words, 8))}) + "\n" for _ in range(50)]
@@ -172,10 +172,13 @@ def test_dsir_on_ray_counts_shard_by_shard_as_one_local_pass(ray_instance, tmp_p
     (tmp_path / "target.jsonl").write_text("".join(json.dumps({"text": f"gene protein cell binds {i}"}) + "\n"
                                                    for i in range(5)))
     common = ["--target", str(tmp_path / "target.jsonl"), "--budget", "10", "--method", "dsir", "--seed", "3",
-              "--cache-dir", "none", "--no-progress"]
-    assert main(["gotd", "--pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "local"), *common]) == 0
+              "--no-progress"]
+    assert main(["gotd", "--pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "local"), *common,
+                 "--cache-dir", "none"]) == 0  # one chunk, in memory
     assert main(["gotd", "--pool", str(tmp_path / "shards"), "--out", str(tmp_path / "ray"), *common,
-                 "--ray", "local", "--ray-workers", "2"]) == 0
+                 "--cache-dir", str(tmp_path / "cache"), "--embed-chunk", "15", "--ray", "local",
+                 "--ray-workers", "2"]) == 0  # 4 chunks on 2 actors, each saved
+    assert len(list((tmp_path / "cache" / "dsir").glob("*.chunks-15/*.npz"))) == 4
     local = pq.read_table(tmp_path / "local" / "scores.parquet").to_pydict()
     ray = pq.read_table(tmp_path / "ray" / "scores.parquet").to_pydict()
     assert ray["log_importance"] == local["log_importance"] and ray["rank"] == local["rank"]  # bitwise
