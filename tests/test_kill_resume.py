@@ -35,6 +35,17 @@ def tunesift(*args, fault=None, cwd=None, timeout=600):
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+def killed_then_resumed(args, fault: str, folder: Path, pattern: str, saved: int) -> str:
+    """Kill -9 the command at ``fault``; check ``saved`` chunk files match ``folder/pattern``; rerun it to
+    the end and return the rerun's log."""
+    killed = tunesift(*args, fault=f"{fault}:KILL")
+    assert killed.returncode == -9
+    assert len(list(folder.glob(pattern))) == saved
+    again = tunesift(*args)
+    assert again.returncode == 0, again.stderr
+    return again.stderr
+
+
 def same_bytes(a: Path, b: Path, names=("scores.parquet", "selected.jsonl")):
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -83,13 +94,10 @@ def test_gotd_on_shards_killed_between_embedding_chunks_resumes_at_the_next_chun
     assert main(list(map(str, ["gotd", "--pool", texts / "pool.jsonl", *common, "--out", tmp_path / "clean",
                                "--cache-dir", tmp_path / "cache-clean"]))) == 0
     args = ["gotd", "--pool", shards, *common, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"]
-    killed = tunesift(*args, fault="embeddings:part00001:KILL")  # right after the 2nd of 3 chunks was saved
-    assert killed.returncode == -9
-    assert len(list((tmp_path / "cache" / "embeddings").glob("*.chunks-25/*.npy"))) == 2
-    again = tunesift(*args)
-    assert again.returncode == 0, again.stderr
-    assert "2 of 3 chunks (25 texts each) already in the cache; resuming at chunk 2" in again.stderr
-    assert "chunk 1 of 3 saved" not in again.stderr and "chunk 3 of 3 saved" in again.stderr
+    # killed right after the 2nd of 3 chunks was saved
+    log = killed_then_resumed(args, "embeddings:part00001", tmp_path / "cache" / "embeddings", "*.chunks-25/*.npy", 2)
+    assert "2 of 3 chunks (25 texts each) already in the cache; resuming at chunk 2" in log
+    assert "chunk 1 of 3 saved" not in log and "chunk 3 of 3 saved" in log
     same_bytes(tmp_path / "out", tmp_path / "clean")  # shards = the file they were cut from; resumed = clean
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [(s["path"], s["rows"]) for s in manifest["pool"]["shards"]] == [(f"part-{k}.jsonl", 20) for k in range(3)]
@@ -102,13 +110,10 @@ def test_dsir_killed_between_feature_chunks_counts_only_the_rest(tmp_path, texts
     clean = tunesift(*args, "--out", tmp_path / "clean", "--cache-dir", "none")  # in memory, one pass
     assert clean.returncode == 0, clean.stderr
     resumable = [*args, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"]
-    killed = tunesift(*resumable, fault="chunks:dsir features:00001:KILL")  # after the 2nd of 3 chunks
-    assert killed.returncode == -9
-    assert len(list((tmp_path / "cache" / "dsir").glob("*.chunks-25/*.npz"))) == 2
-    again = tunesift(*resumable)
-    assert again.returncode == 0, again.stderr
-    assert "dsir features: 2 of 3 chunks already saved" in again.stderr
-    assert "chunk 2 of 3 saved" not in again.stderr and "dsir features: chunk 3 of 3 saved" in again.stderr
+    # killed after the 2nd of 3 chunks
+    log = killed_then_resumed(resumable, "dsir features:part00001", tmp_path / "cache" / "dsir", "*.chunks-25/*.npz", 2)
+    assert "dsir features: 2 of 3 chunks (25 rows each) already in the cache; resuming at chunk 2" in log
+    assert "chunk 2 of 3 saved" not in log and "dsir features: chunk 3 of 3 saved" in log
     same_bytes(tmp_path / "out", tmp_path / "clean")
 
 

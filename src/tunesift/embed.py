@@ -253,22 +253,15 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.P
 def _embed_in_chunks(stage: "Stage", executor: "Executor", texts: Sequence[str], path: Path,
                      chunk_rows: int) -> None:
     """Embed ``texts`` chunk by chunk into ``path.stem.chunks-<chunk_rows>/NNNNN.npy``, then join."""
+    from tunesift.io.chunks import ChunkStore
+
     n = len(texts)
     parts = path.with_name(f"{path.stem}.chunks-{chunk_rows}")
     count = -(-n // chunk_rows)
-    done = 0
-    while done < count and (parts / f"{done:05d}.npy").exists():
-        done += 1
-    if done:
-        log.info("embeddings: %d of %d chunks (%d texts each) already in the cache; resuming at chunk %d",
-                 done, count, chunk_rows, done)
-    todo = ((k, texts[k * chunk_rows:(k + 1) * chunk_rows]) for k in range(done, count))
-    for k, chunk in executor.map(stage, todo):
-        chunk = np.asarray(chunk, dtype=np.float32)
-        with atomic_write(parts / f"{k:05d}.npy", "wb") as f:
-            np.save(f, chunk)
-        log.info("embeddings: chunk %d of %d saved", k + 1, count)
-        fault_point(f"embeddings:part{k:05d}")
+    store = ChunkStore(parts, lambda f, chunk: np.save(f, np.asarray(chunk, dtype=np.float32)), lambda p: None,
+                       ".npy", "embeddings", rows=chunk_rows, unit="texts")
+    for _ in store.map(stage, count, lambda k: texts[k * chunk_rows:(k + 1) * chunk_rows], executor):
+        pass  # each chunk is saved as it arrives; they are joined from the files below
     first = np.load(parts / "00000.npy", allow_pickle=False, mmap_mode="r")
     with atomic_npy(path, (n, first.shape[1]), np.float32) as out:
         for k in range(count):

@@ -278,6 +278,7 @@ class PoolFeatures:
     totals: np.ndarray  # (B,) int64 counts over the pool
     lengths: np.ndarray  # (N,)
     held: list[NgramFeatures] | None  # the chunks, where there is no store folder
+    count: int = 1
 
     @classmethod
     def count(cls, ts: TextSet, counter: NgramCounter, executor: Executor | None, cache_dir, chunk_rows: int
@@ -290,27 +291,24 @@ class PoolFeatures:
         setting = f"dsir:{counter.num_buckets}:{counter.ngrams}:{counter.tokenizer}"
         folder = None if cache_dir is None else \
             Path(cache_dir) / "dsir" / f"{texts_key(setting, ts.texts)}.chunks-{chunk_rows}"
-        store = ChunkStore(folder, _save_features, _load_features, ".npz", "dsir features")
+        store = ChunkStore(folder, _save_features, _load_features, ".npz", "dsir features", rows=chunk_rows)
         stage = Stage(name="dsir features", key=setting, factory=counter)
-        n = len(ts)
-        chunks = ((k, ts.texts[lo:lo + chunk_rows]) for k, lo in enumerate(range(0, max(n, 1), chunk_rows)))
+        count = max(-(-len(ts) // chunk_rows), 1)
         totals, lengths = np.zeros(counter.num_buckets, dtype=np.int64), []
         held = [] if folder is None else None
-        for _, features in store.map(stage, chunks, executor):
+        for _, features in store.map(stage, count, lambda k: ts.texts[k * chunk_rows:(k + 1) * chunk_rows], executor):
             totals += np.asarray(features.counts.sum(axis=0), dtype=np.int64).ravel()
             lengths.append(features.lengths)
             if held is not None:
                 held.append(features)
-        return cls(store=store, totals=totals, lengths=np.concatenate(lengths), held=held)
+        return cls(store=store, totals=totals, lengths=np.concatenate(lengths), held=held, count=count)
 
     def chunks(self) -> Iterator[NgramFeatures]:
         if self.held is not None:
             yield from self.held
         else:
-            k = 0
-            while self.store.done(k):
+            for k in range(self.count):
                 yield self.store.load(k)
-                k += 1
 
     def log_importance_weights(self, log_diff: np.ndarray) -> np.ndarray:
         """(N,) :func:`log_importance_weights` of every row, chunk by chunk."""
