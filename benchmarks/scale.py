@@ -19,10 +19,13 @@ mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of tha
 - ``cli``: the whole ``tunesift gotd`` command on the precomputed embeddings (``--pool-embeddings``,
   ``--target-embeddings``; a pool file of N one-line texts ``row i``), budget N/20: reading, the OT
   solve, ``scores.parquet`` and ``selected.jsonl``; peak RSS of that process from GNU ``time``, and
-  its picks compared with the mode before it.
+  its picks compared with the mode before it. ``--cli-method knn`` runs kNN (TAPT/c) instead: a
+  memory-mapped pool of more than 2^18 rows is searched part by part (``tunesift.pool.knn_parts``).
 - ``cli-shards``: the same command on the same texts written as a folder of JSONL shards of
-  ``--shard-rows`` rows (texts packed into one buffer and ids computed from the shards, rows read back
-  from the shards for ``selected.jsonl``).
+  ``--shard-rows`` rows (texts packed into one buffer — a memory-mapped temporary file in the cache's
+  ``spill/`` folder — and ids computed from the shards, rows read back from the shards for
+  ``selected.jsonl``). ``--text-bytes B`` pads every text to about B bytes, so the texts' share of the
+  memory shows (a long-document pool).
 
 All use GOT-D's settings (epsilon 0.1 absolute, plain Sinkhorn, threshold 1e-3, online cost in
 blocks of 2048 rows). The script checks that the two give the same potentials (max |Δf|) and the same
@@ -76,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=MODES, default=["memory", "mmap"],
                    help="what to compare (default: memory mmap); the first is the reference of the ratios")
     p.add_argument("--shard-rows", type=int, default=100_000, help="rows per shard of the cli-shards mode")
+    p.add_argument("--cli-method", default="gotd", choices=["gotd", "knn"],
+                   help="the method the cli modes run (default: gotd; knn: its searches over the pool file)")
+    p.add_argument("--text-bytes", type=int, default=0, help="pad each text of the cli modes to about this many "
+                   "bytes (default: none, 'row i')")
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--pool", help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
@@ -163,14 +170,17 @@ def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: 
     """``tunesift gotd`` on the precomputed matrices; (its figures, the selected rows)."""
     import shutil
 
-    texts, target_texts, out = folder / f"texts_n{n}.jsonl", folder / f"target_texts_m{args.m}.jsonl", folder / "cli-out"
-    for path, rows in ((texts, n), (target_texts, args.m)):
+    pad = f"_b{args.text_bytes}" if args.text_bytes else ""
+    texts, target_texts = folder / f"texts_n{n}{pad}.jsonl", folder / f"target_texts_m{args.m}.jsonl"
+    out = folder / "cli-out"
+    filler = " " + "lorem ipsum " * (args.text_bytes // 12) if args.text_bytes else ""
+    for path, rows, fill in ((texts, n, filler), (target_texts, args.m, "")):
         if not path.exists():
             with open(path, "w") as f:
                 for start in range(0, rows, 100_000):
-                    f.write("".join(f'{{"text": "row {i}"}}\n' for i in range(start, min(rows, start + 100_000))))
+                    f.write("".join(f'{{"text": "row {i}{fill}"}}\n' for i in range(start, min(rows, start + 100_000))))
     if sharded:  # the same rows as shards of --shard-rows
-        shards = folder / f"texts_n{n}_shards{args.shard_rows}"
+        shards = folder / f"texts_n{n}{pad}_shards{args.shard_rows}"
         if not shards.exists():
             tmp = folder / f".{shards.name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -184,9 +194,11 @@ def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: 
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["/usr/bin/time", "-f", "MAXRSS %M", sys.executable, "-m", "tunesift", "gotd", "--pool", str(texts),
            "--target", str(target_texts), "--pool-embeddings", str(pool), "--target-embeddings", str(target),
-           "--budget", str(max(1, n // 20)), "--out", str(out), "--epsilon", str(args.epsilon), "--threshold",
-           str(args.threshold), "--max-iter", str(args.max_iter), "--block-size", str(args.block_size),
+           "--budget", str(max(1, n // 20)), "--out", str(out), "--method", args.cli_method,
            "--threads", str(args.threads), "--device", args.device, "--no-progress"]
+    if args.cli_method == "gotd":
+        cmd += ["--epsilon", str(args.epsilon), "--threshold", str(args.threshold), "--max-iter", str(args.max_iter),
+                "--block-size", str(args.block_size)]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     wall = time.perf_counter() - t0

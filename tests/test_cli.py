@@ -69,6 +69,11 @@ def test_gotd_on_a_shard_folder_selects_as_on_the_single_file(files):
     manifest = json.loads((tmp / "shards-out" / "manifest.json").read_text())
     assert [s["rows"] for s in manifest["pool"]["shards"]] == [15, 15, 10]
     assert "shards" not in json.loads((tmp / "file" / "manifest.json").read_text())["pool"]
+    # with a cache, the shards' texts go to an unnamed memory-mapped file in CACHE/spill: same outputs
+    cached = [a if a != "none" else str(tmp / "cache") for a in common]
+    assert main(["gotd", "--pool", str(shards), "--out", str(tmp / "spilled"), *cached]) == 0
+    assert (tmp / "spilled" / "selected.jsonl").read_bytes() == (tmp / "file" / "selected.jsonl").read_bytes()
+    assert (tmp / "cache" / "spill").is_dir() and not any((tmp / "cache" / "spill").iterdir())
 
 
 @pytest.mark.parametrize(

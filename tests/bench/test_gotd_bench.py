@@ -447,3 +447,28 @@ def test_lora_pre_fine_tuning_is_a_setting_of_the_bench(tmp_path, capsys):
     assert "pretrain_lora_r" not in GotdBenchConfig.from_scale("tiny", str(tmp_path / "x")).comparable_settings()
     assert main(ZERO_SHOT + ["--pretrain-lora-r", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "pretrain_lora_r" in capsys.readouterr().err
+
+
+def test_a_causal_lm_fine_tuned_with_lora_on_the_labels_through_the_cli(tmp_path, capsys):
+    """--eval finetune on a causal LM (GOT-D's NLU tables with a decoder): --model tiny --objective causal is a
+    tiny Llama, pre-fine-tuned with causal LM, then a sequence classifier on it trained with LoRA."""
+    from transformers import AutoConfig
+
+    from tunesift.cli import main
+
+    out = tmp_path / "causal-ft"
+    base = ["bench", "gotd", "--scale", "tiny", "--model", "tiny", "--objective", "causal", "--methods", "random,none",
+            "--budgets", "50", "--seeds", "1", "--label-budget", "60", "--test-limit", "60", "--lm-loss-texts", "30",
+            "--pretrain-epochs", "1", "--finetune-epochs", "2", "--max-length", "24", "--no-progress"]
+    assert main(base + ["--finetune-lora-r", "4", "--out", str(out)]) == 0
+    assert AutoConfig.from_pretrained(out / "model").model_type == "llama"
+    settings = json.loads((out / "bench.json").read_text())
+    assert settings["finetune_lora_r"] == 4 and settings["objective"] == "causal"
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/result.json")]
+    assert len(records) == 2 and all(0 <= r["test_score"] <= 1 and r["labels_used"] == 60 for r in records)
+    text = (out / "results.md").read_text()
+    assert "LoRA rank 4 and the head, merged" in text and "--finetune-lora-r 4" in text
+    # full-weight benches record no LoRA setting; zero-shot refuses it
+    assert "finetune_lora_r" not in GotdBenchConfig.from_scale("tiny", str(tmp_path / "x")).comparable_settings()
+    assert main(ZERO_SHOT + ["--finetune-lora-r", "4", "--out", str(tmp_path / "bad")]) == 2
+    assert "--finetune-lora-r applies to --eval finetune only" in capsys.readouterr().err

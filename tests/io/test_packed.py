@@ -20,6 +20,21 @@ def test_packed_texts_behave_as_the_list_they_pack():
     assert packed.nbytes == sum(len(t.encode()) for t in texts) + 8 * 7
 
 
+def test_spilled_texts_live_in_an_unnamed_mapped_file_and_behave_the_same(tmp_path):
+    texts = ["plain", "", "Ünïcödé — naïve ✓", "line\nbreak", "x" * 100_000, "\x00nul"]
+    spill = tmp_path / "spill"
+    packed = PackedTexts(texts[:1], spill_dir=spill)
+    assert packed.spilled and list(packed) == texts[:1]  # read before the next extend: remapped after it
+    packed.extend(texts[1:4])
+    assert packed[3] == "line\nbreak" and len(packed) == 4
+    packed.extend(texts[4:])
+    assert packed == texts and packed[-1] == "\x00nul" and packed[2:5] == texts[2:5]
+    assert packed.nbytes == PackedTexts(texts).nbytes  # the buffer is on disk, not in the process
+    assert list(spill.iterdir()) == []  # unlinked on creation: nothing to clean up, whatever ends the run
+    assert pickle.loads(pickle.dumps(packed)) == texts and not pickle.loads(pickle.dumps(packed)).spilled
+    assert PackedTexts(["", ""], spill_dir=spill) == ["", ""]  # an empty buffer maps nothing
+
+
 def test_shard_row_ids_are_shard_and_row_with_empty_shards_skipped():
     sizes = {"a.jsonl": 3, "empty.jsonl": 0, "b.jsonl": 2, "c.jsonl": 0}
     loop = [f"{name}:{row}" for name, n in sizes.items() for row in range(n)]

@@ -44,6 +44,8 @@ def test_a_folder_reads_its_shards_in_natural_order_with_stable_ids(shards):
     assert ts.column("uid") == ["a", "b", "k", "s1", "s2"]
     assert ts.subset([3, 1]).records == [{"text": "sub a", "uid": "s1"}, {"text": "two b", "uid": "b", "x": 1}]
     assert read_text_set(shards, id_field="uid").ids == ["a", "b", "k", "s1", "s2"]
+    spilled = read_text_set(shards, name="pool", spill_dir=shards.parent / "spill")
+    assert spilled.texts.spilled and spilled.texts == ts.texts and spilled.fingerprint == ts.fingerprint
     # a new shard leaves the ids of the others as they were
     _jsonl(shards / "part-3.jsonl", [{"text": "three"}])
     assert read_text_set(shards).ids[:3] == ["part-2.jsonl:0", "part-2.jsonl:1", "part-3.jsonl:0"]

@@ -71,3 +71,45 @@ def test_non_finite_pool_rows_are_named_in_parts(split_executor):
     pool[300, 2] = np.inf
     with pytest.raises(ValueError, match="rows 269..402"):
         _select(pool, target, 10, executor=split_executor(3))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_a_memory_mapped_pool_is_searched_part_by_part_with_the_lists_of_the_single_pass(tmp_path, metric):
+    from tunesift.pool.knn_parts import PartsIndex, StreamedParts
+
+    torch.set_num_threads(1)
+    pool, target = _shared()
+    np.save(tmp_path / "pool.npy", pool)
+    mapped = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    queries = knn.prepare(torch.tensor(target), metric)
+    with knn_index(pool, metric, 64, "cpu") as one, knn_index(mapped, metric, 64, "cpu", stream_rows=100) as streamed:
+        assert isinstance(streamed, PartsIndex) and isinstance(streamed.placed, StreamedParts)
+        assert len(streamed.placed.factories) == 5  # ⌈403 / 100⌉ parts, read from the file for each search
+        for k in (0, 5, 403):
+            a, b = one.lists(queries, k), streamed.lists(queries, k)
+            np.testing.assert_array_equal(b.offsets, a.offsets)
+            np.testing.assert_array_equal(b.indices, a.indices)
+            np.testing.assert_array_equal(b.best_target, a.best_target)
+            np.testing.assert_allclose(b.best_similarity, a.best_similarity, atol=1e-6)
+        for x, y in zip(streamed.exact(queries[:4], 17), one.exact(queries[:4], 17)):
+            np.testing.assert_array_equal(x, y)
+    with knn_index(mapped, metric, 64, "cpu", stream_rows=403) as whole:  # fits one part: held as before
+        assert not isinstance(whole, PartsIndex)
+
+
+def test_knn_selection_on_a_memory_mapped_pool_equals_the_in_memory_one(tmp_path, monkeypatch):
+    from tunesift.pool import knn_parts
+
+    monkeypatch.setattr(knn, "FIRST_FETCH_ENTRIES", 1)  # deeper lists fetched: more searches over the parts
+    pool, target = _shared()
+    np.save(tmp_path / "pool.npy", pool)
+    local = _select(pool, target, 60, k=1, block_size=64)
+    monkeypatch.setattr(knn_parts, "STREAM_ROWS", 90)
+    calls = []
+    call = knn_parts.StreamedParts.call
+    monkeypatch.setattr(knn_parts.StreamedParts, "call", lambda self, *a: calls.append(a[0]) or call(self, *a))
+    streamed = _select(np.load(tmp_path / "pool.npy", mmap_mode="r"), target, 60, k=1, block_size=64)
+    np.testing.assert_array_equal(streamed.ranking.order, local.ranking.order)
+    np.testing.assert_allclose(streamed.ranking.scores, local.ranking.scores, atol=1e-6)
+    assert streamed.ranking.info["searches"] == local.ranking.info["searches"] > 2
+    assert calls.count("above") == streamed.ranking.info["searches"]  # every search read the file's parts

@@ -136,6 +136,28 @@ def test_decoder_classifier_from_a_causal_lm(llama_dir, task):
     assert score("accuracy", task.test.labels, predict(clf, task.test)) > 0.75
 
 
+@pytest.mark.parametrize("which,adapted,head", [("bert_dir", ("query", "value"), "classifier"),
+                                                ("llama_dir", ("q_proj", "v_proj"), "score")])
+def test_lora_fine_tuning_trains_the_adapters_and_the_head_only_and_merges(which, adapted, head, request, task):
+    torch.set_num_threads(1)
+    folder = request.getfixturevalue(which)
+    config = ClassifierConfig(learning_rate=3e-2, epochs=4, batch_size=16, max_length=32, device="cpu", lora_r=4)
+    start = {n: p.detach().clone() for n, p in load_classifier(folder, 2, seed=0).model.named_parameters()}
+    clf = load_classifier(folder, 2, seed=0)
+    train_classifier(clf, task.train, config, dev=task.dev, metric="accuracy")
+    assert not hasattr(clf.model, "peft_config") and set(dict(clf.model.named_parameters())) == set(start)
+    changed = {n for n, p in clf.model.named_parameters() if not torch.equal(p, start[n])}
+    backbone = {n for n in changed if not n.startswith(head)}
+    assert any(n.startswith(head) for n in changed)  # the new head is trained whole
+    assert backbone and all(n.rsplit(".", 2)[-2] in adapted for n in backbone), sorted(backbone)[:5]
+    assert score("accuracy", task.test.labels, predict(clf, task.test)) > 0.75  # chance ~0.5
+    again = load_classifier(folder, 2, seed=0)
+    train_classifier(again, task.train, config, dev=task.dev, metric="accuracy")
+    assert np.array_equal(predict(again, task.test), predict(clf, task.test))  # seeded adapters
+    with pytest.raises(ValueError, match="lora_r"):
+        ClassifierConfig(lora_r=-2)
+
+
 def test_training_rejects_bad_labels(bert_dir):
     clf = load_classifier(bert_dir, 2)
     with pytest.raises(ValueError, match="training labels"):

@@ -215,6 +215,7 @@ class GotdBenchConfig:
     pretrain_lr: float = 1e-4
     pretrain_batch_size: int = 32
     pretrain_lora_r: int = 0  # 0: pre-fine-tune all weights; r: LoRA adapters of rank r, merged afterwards
+    finetune_lora_r: int = 0  # --eval finetune: 0 trains the classifier's weights, r LoRA adapters of rank r
     finetune_epochs: int = 3
     finetune_lr: float = 5e-5
     finetune_batch_size: int = 32
@@ -276,10 +277,10 @@ class GotdBenchConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"`{name}` must be a positive integer or None, got {v}")
-        r = self.pretrain_lora_r
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise ValueError(f"`pretrain_lora_r` must be a non-negative integer (0: all weights), got "
-                             f"{self.pretrain_lora_r!r}")
+        for name in ("pretrain_lora_r", "finetune_lora_r"):
+            r = getattr(self, name)
+            if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer (0: all weights), got {r!r}")
         if self.head_warmup_steps < 0:
             raise ValueError(f"`head_warmup_steps` must be non-negative (0: no warm-up), got {self.head_warmup_steps}")
         if self.head_warmup_texts < 1:
@@ -309,8 +310,9 @@ class GotdBenchConfig:
                     d.pop(k, None)
         if self.eval == DEFAULT_EVAL:  # as before --eval existed, so older bench folders still resume
             d.pop("eval")
-        if not self.pretrain_lora_r:  # as before LoRA pre-fine-tuning existed
-            d.pop("pretrain_lora_r")
+        for k in ("pretrain_lora_r", "finetune_lora_r"):
+            if not d.get(k, 1):  # as before LoRA existed, so older bench folders still resume
+                d.pop(k)
         from tunesift.bench.common import absolute_path
 
         for k in ("pool", "pool_embeddings", "verbalizer"):
@@ -442,8 +444,9 @@ class GotdBench:
         self.lm_texts = fixed_subset(self.task.test, c.lm_loss_texts).joined_texts()
         self.evaluation = evaluation(c.eval)(c)  # how a run is scored (tunesift.bench.evals)
         tokenizer_texts = self.pool.texts + self.task.train.joined_texts() + self.evaluation.setup(self)
-        self.model_path = resolve_model(c.model, self.out, tokenizer_texts, c.max_length,
-                                        objective=self.evaluation.objective)
+        self.model_path = resolve_model(c.model, self.out, tokenizer_texts, c.max_length,  # --objective causal: a
+                                        objective=c.objective if c.objective != "auto"  # tiny Llama for finetune
+                                        else self.evaluation.objective)
         self.evaluation.check_model(self)
         from tunesift.bench.common import RunStore
 
@@ -936,6 +939,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-batch-size", type=int, default=None, help=f"({scale})")
     p.add_argument("--pretrain-lora-r", type=int, default=None, help="pre-fine-tune LoRA adapters of this rank on "
                    "the attention projections, merged into the weights afterwards (default: 0, all weights)")
+    p.add_argument("--finetune-lora-r", type=int, default=None, help="--eval finetune: train LoRA adapters of this "
+                   "rank on the backbone's attention projections and the classifier's head whole, instead of all "
+                   "weights (default: 0, all weights)")
     p.add_argument("--finetune-epochs", type=int, default=None, help=f"classifier epochs ({scale})")
     p.add_argument("--finetune-lr", type=float, default=None, help=f"classifier peak learning rate ({scale})")
     p.add_argument("--finetune-batch-size", type=int, default=None, help=f"({scale})")
@@ -957,7 +963,8 @@ def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
     overrides = {k: getattr(args, k) for k in ("pool", "task", "threads") + TUNABLE}
     overrides.update(objective=args.objective, text_field=args.text_field, device=args.device,
                      progress=not args.no_progress, eval=args.eval, template=args.template, verbalizer=args.verbalizer,
-                     length_norm=args.length_norm, pretrain_lora_r=args.pretrain_lora_r)
+                     length_norm=args.length_norm, pretrain_lora_r=args.pretrain_lora_r,
+                     finetune_lora_r=args.finetune_lora_r)
     if args.template is not None:
         args.template = args.template.replace("\\n", "\n")  # a shell gives "\n" as two characters
         overrides["template"] = args.template

@@ -4,11 +4,18 @@ A Python list of N strings costs ~57 bytes per string plus the text (one object 
 :class:`PackedTexts` costs the text's UTF-8 bytes plus an 8-byte offset. :class:`ShardRowIds` holds no
 per-row data at all: the id of row i, ``"<shard>:<row in the shard>"``, is computed when asked for.
 Both behave as read-only sequences: an integer index gives one item, a slice a list, iteration streams.
+``PackedTexts(spill_dir=...)`` keeps the UTF-8 buffer in an unlinked temporary file there, read through a
+memory map: its pages are the file's, which the OS drops under memory pressure and reads back on demand,
+so a set whose texts exceed RAM can be held (the offsets, 8 bytes a row, stay in memory). The file has
+no name on disk, so it is gone when the process ends, however it ends.
 """
 
 from __future__ import annotations
 
 import bisect
+import mmap
+import os
+import tempfile
 from array import array
 from collections.abc import Sequence
 from typing import Any, Iterable, Iterator
@@ -48,36 +55,63 @@ class CompactSequence(Sequence):
 
 
 class PackedTexts(CompactSequence):
-    """Strings in one UTF-8 buffer with (N + 1) int64 offsets; append whole lists with :meth:`extend`."""
+    """Strings in one UTF-8 buffer with (N + 1) int64 offsets; append whole lists with :meth:`extend`.
 
-    def __init__(self, texts: Iterable[str] = ()):
-        self._buffer = bytearray()
+    Args:
+        texts: the first strings.
+        spill_dir: keep the buffer in an unlinked temporary file in this folder (created if missing),
+            memory-mapped for reading, instead of in this process's memory (see the module docstring).
+    """
+
+    def __init__(self, texts: Iterable[str] = (), spill_dir: str | os.PathLike | None = None):
         self._offsets = array("q", [0])
+        self._file = None
+        if spill_dir is None:
+            self._buffer: Any = bytearray()
+        else:
+            os.makedirs(spill_dir, exist_ok=True)
+            self._file = tempfile.TemporaryFile(dir=spill_dir, prefix="tunesift-texts-")
+            self._buffer = b""  # the mapped view, remapped when the file has grown past it
         self.extend(texts)
 
     def extend(self, texts: Iterable[str]) -> None:
+        end, offsets = self._offsets[-1], self._offsets
+        write = self._buffer.extend if self._file is None else self._file.write
         for t in texts:
-            self._buffer += t.encode("utf-8")
-            self._offsets.append(len(self._buffer))
+            b = t.encode("utf-8")
+            write(b)
+            end += len(b)
+            offsets.append(end)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the buffer lives in a temporary file rather than in memory."""
+        return self._file is not None
+
+    def _view(self) -> Any:
+        if self._file is not None and len(self._buffer) < self._offsets[-1]:
+            self._file.flush()
+            self._buffer = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._buffer
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
     def _item(self, index: int) -> str:
-        return self._buffer[self._offsets[index]:self._offsets[index + 1]].decode("utf-8")
+        return self._view()[self._offsets[index]:self._offsets[index + 1]].decode("utf-8")
 
     def __iter__(self) -> Iterator[str]:
-        buf, off = self._buffer, self._offsets
+        buf, off = self._view(), self._offsets
         for i in range(len(off) - 1):
             yield buf[off[i]:off[i + 1]].decode("utf-8")
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the buffer and the offsets."""
-        return len(self._buffer) + self._offsets.itemsize * len(self._offsets)
+        """Bytes of the buffer and the offsets (the buffer's on disk when :attr:`spilled`)."""
+        return self._offsets[-1] + self._offsets.itemsize * len(self._offsets)
 
-    def __reduce__(self):  # pickles as its two buffers (Ray workers, multiprocessing)
-        return _packed_from_buffers, (bytes(self._buffer), self._offsets.tobytes())
+    def __reduce__(self):  # pickles as its two buffers (Ray workers, multiprocessing); unpickles in memory
+        return _packed_from_buffers, (bytes(self._view()), self._offsets.tobytes())
 
 
 def _packed_from_buffers(buffer: bytes, offsets: bytes) -> PackedTexts:

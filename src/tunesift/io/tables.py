@@ -439,6 +439,7 @@ def read_text_set(
     id_field: str | None = None,
     format: str | None = None,
     name: str = "input",
+    spill_dir: str | os.PathLike | None = None,
 ) -> TextSet:
     """Read a file, or a folder or glob of shards, into a :class:`TextSet`, checking every row.
 
@@ -452,10 +453,12 @@ def read_text_set(
             number (one file) or ``"<shard name>:<row in the shard>"`` (shards: stable when shards are
             added).
         name: what the set is, for error messages ("pool", "target").
+        spill_dir: for shards, keep the texts in an unlinked temporary file in this folder, memory-mapped
+            (:class:`tunesift.io.packed.PackedTexts`), so texts larger than RAM can be held; None: in memory.
     """
     shards = None if format is not None else shard_files(path)
     if shards is not None:
-        return _read_shards(str(path), shards, text_field, id_field, name)
+        return _read_shards(str(path), shards, text_field, id_field, name, spill_dir)
     rows, lines, fmt = read_records(path, format)
     where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
     if not rows:
@@ -466,10 +469,10 @@ def read_text_set(
 
 
 def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str, id_field: str | None,
-                 name: str) -> TextSet:
+                 name: str, spill_dir: str | os.PathLike | None = None) -> TextSet:
     from tunesift.io.packed import PackedTexts, ShardRowIds
 
-    texts = PackedTexts()  # the text bytes and an offset a row, not a str object each
+    texts = PackedTexts(spill_dir=spill_dir)  # the text bytes and an offset a row, not a str object each
     ids: list[Any] = []
     shards: list[Shard] = []
     seen: dict = {}

@@ -58,8 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
     from pathlib import Path
 
+    from tunesift.embed import default_cache_dir
     from tunesift.executor import make_executor
     from tunesift.io.lock import LOCK_NAME, hold_lock
     from tunesift.io.tables import read_text_set
@@ -69,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     if args.embed_chunk < 1:
         raise ValueError(f"--embed-chunk must be at least 1, got {args.embed_chunk}")
-    pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool")
+    # a shard folder's texts go to a memory-mapped temporary file beside the cache (pools larger than RAM)
+    cache = None if args.cache_dir == "none" else default_cache_dir() if args.cache_dir == "default" else args.cache_dir
+    spill = Path(cache) / "spill" if cache is not None else Path(tempfile.gettempdir())
+    pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool", spill_dir=spill)
     target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target")
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
     args._flags.check_unused(args, [args.method])
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         result = select_from_pool(
             pool, target, args.budget, method=method, seed=args.seed, embedder=args.embedder,
             pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
-            cache_dir=None if args.cache_dir == "none" else args.cache_dir, device=args.device,
+            cache_dir=cache, device=args.device,
             out_dir=args.out, progress=not args.no_progress, embed_chunk_rows=args.embed_chunk,
             executor=executor,
         )

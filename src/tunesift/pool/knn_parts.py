@@ -11,7 +11,10 @@ The per-pool-row nearest target is each part's own.
 :class:`LocalIndex` is the whole pool in this process (one part: exactly the single pass);
 :class:`PartsIndex` holds :class:`KnnPart` workers placed by an executor
 (:meth:`tunesift.executor.Executor.place`), e.g. one per Ray actor, each reading its rows of the
-memory-mapped embeddings.
+memory-mapped embeddings. A memory-mapped pool of more than :data:`STREAM_ROWS` rows searched in one
+process goes through :class:`StreamedParts`: the same parts, built one after another from the file for
+each search and dropped after it, so kNN's memory is one part's rows (plus O(N) per-row results)
+whatever N, at the price of reading the file once more per search.
 """
 
 from __future__ import annotations
@@ -101,6 +104,20 @@ def _merge(values: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np
     return v[order], r[order]
 
 
+STREAM_ROWS = 1 << 18  # rows a memory-mapped pool is read in when one process searches it
+
+
+class StreamedParts:
+    """:class:`PartsIndex`'s workers without workers: each call builds every part in turn in this process
+    (its rows read from the memory-mapped file), asks it, and drops it before the next one."""
+
+    def __init__(self, factories: list[KnnPartFactory]):
+        self.factories = list(factories)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(factory(), method)(*args) for factory in self.factories]
+
+
 class PartsIndex:
     """The pool split over placed :class:`KnnPart` workers (their parts in row order)."""
 
@@ -138,16 +155,27 @@ class PartsIndex:
         return [_merge([v[t] for v, _ in parts], [r[t] for _, r in parts], k)[1] for t in range(queries.shape[0])]
 
 
-def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, executor: Any = None):
-    """The pool as :func:`tunesift.pool.knn` searches it: here (None, or an executor of parallelism 1) or
-    split over ``executor``'s workers (then a context manager that releases them: use ``with``)."""
+def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, executor: Any = None,
+              stream_rows: int | None = None):
+    """The pool as :func:`tunesift.pool.knn` searches it (a context manager: use ``with``): here (None, or
+    an executor of parallelism 1) or split over ``executor``'s workers. Here, a whole memory-mapped
+    ``.npy`` of more than ``stream_rows`` rows (default :data:`STREAM_ROWS`) is read part by part for each
+    search (:class:`StreamedParts`), never held whole."""
     import contextlib
 
     import torch
 
-    from tunesift.ot.parts import parts_for, split_sources, worker_gpus
+    from tunesift.ot.parts import parts_for, split_rows, split_sources, whole_npy_file, worker_gpus
 
-    parts = parts_for(executor, pool.shape[0])
+    n = pool.shape[0]
+    parts = parts_for(executor, n)
+    stream_rows = STREAM_ROWS if stream_rows is None else int(stream_rows)
+    path = whole_npy_file(pool)
+    if parts == 1 and path is not None and n > stream_rows:
+        count = -(-n // stream_rows)
+        factories = [KnnPartFactory(start, stop, n, metric, block_size, path=path, device=device)
+                     for start, stop in split_rows(n, count)]
+        return contextlib.nullcontext(PartsIndex(StreamedParts(factories), n))
     if parts == 1:
         array = np.asarray(pool, dtype=np.float32)
         if not array.flags.writeable:  # e.g. a memory-mapped cache; torch wants writable memory
@@ -156,7 +184,6 @@ def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, execu
         if not bool(torch.isfinite(x).all()):
             raise ValueError("pool embeddings contain NaN or infinite values")
         return contextlib.nullcontext(LocalIndex(prepare(x, metric), metric, block_size))
-    n = pool.shape[0]
     factories = [KnnPartFactory(start, stop, n, metric, block_size, path=path, array=rows, device=device)
                  for start, stop, path, rows in split_sources(pool, parts)]
 

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tunesift.warmup.pretrain import (LanguageModel, linear_schedule, make_optimizer, prepare_tokenizer,
-                                      quiet_transformers, seeded)
+from tunesift.warmup.pretrain import (LanguageModel, check_lora, linear_schedule, make_optimizer, prepare_tokenizer,
+                                      quiet_transformers, seeded, with_lora)
 from tunesift.warmup.tasks import ClassificationTask, LabelledSplit
 
 # ----------------------------------------------------------------------------------------------------
@@ -118,6 +118,10 @@ class ClassifierConfig:
     select_on_dev: bool = True  # keep the epoch with the best dev score (when the task has a dev split)
     seed: int = 0
     device: str = "auto"
+    # 0: fine-tune all weights; r: LoRA adapters of rank r on the backbone (the head trained whole), merged
+    lora_r: int = 0
+    lora_alpha: int | None = None  # None: 2 r
+    lora_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("learning_rate", "max_grad_norm"):
@@ -131,6 +135,7 @@ class ClassifierConfig:
             raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
+        check_lora(self)
 
 
 @dataclass
@@ -284,7 +289,11 @@ def train_classifier(classifier: Classifier, train: LabelledSplit, config: Class
         raise ValueError(f"training labels must be in [0, {classifier.num_labels}), "
                          f"got {train.labels.min()}..{train.labels.max()}")
     device = resolve_device(config.device)
-    model, tok = classifier.model.to(device), classifier.tokenizer
+    classifier.model = classifier.model.to(device)
+    if config.lora_r:
+        with seeded(config.seed, device):  # the adapters' initialisation
+            classifier.model = with_lora(classifier.model, config, task_type="SEQ_CLS")
+    model, tok = classifier.model, classifier.tokenizer
     seqs = _encode_split(tok, train, config.max_length)
     labels = torch.as_tensor(train.labels, dtype=torch.long)
     steps_per_epoch = math.ceil(len(seqs) / config.batch_size)
@@ -325,6 +334,8 @@ def train_classifier(classifier: Classifier, train: LabelledSplit, config: Class
     bar.close()
     if best_state is not None and best_epoch != config.epochs:
         model.load_state_dict(best_state)
+    if config.lora_r:  # a plain classifier again, the adapters in its weights
+        classifier.model = model = model.merge_and_unload()
     model.eval()
     return ClassifierTraining(steps=step, seconds=time.perf_counter() - t0, best_epoch=best_epoch, history=history)
 

@@ -76,12 +76,7 @@ class PretrainConfig:
             raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
-        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, (int, np.integer)) or self.lora_r < 0:
-            raise ValueError(f"`lora_r` must be a non-negative integer (0: all weights), got {self.lora_r!r}")
-        if self.lora_alpha is not None and not self.lora_alpha > 0:
-            raise ValueError(f"`lora_alpha` must be positive, got {self.lora_alpha!r}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}")
+        check_lora(self)
 
 
 @dataclass
@@ -415,16 +410,29 @@ def make_optimizer(model: Any, learning_rate: float, weight_decay: float):
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 
-def with_lora(model: Any, config: PretrainConfig) -> Any:
-    """``model`` wrapped with trainable LoRA adapters of rank ``config.lora_r`` (everything else frozen)."""
+def check_lora(config: Any) -> None:
+    """Check a settings object's ``lora_r``, ``lora_alpha`` and ``lora_dropout``."""
+    r = config.lora_r
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
+        raise ValueError(f"`lora_r` must be a non-negative integer (0: all weights), got {r!r}")
+    if config.lora_alpha is not None and not config.lora_alpha > 0:
+        raise ValueError(f"`lora_alpha` must be positive, got {config.lora_alpha!r}")
+    if not 0 <= config.lora_dropout < 1:
+        raise ValueError(f"`lora_dropout` must be in [0, 1), got {config.lora_dropout}")
+
+
+def with_lora(model: Any, config: Any, task_type: str | None = None) -> Any:
+    """``model`` wrapped with trainable LoRA adapters of rank ``config.lora_r`` on peft's default modules of
+    its architecture (the attention projections), everything else frozen; ``task_type="SEQ_CLS"`` also
+    trains a sequence classifier's new head whole."""
     from peft import LoraConfig, get_peft_model
 
     try:
         lora = LoraConfig(r=int(config.lora_r), lora_alpha=config.lora_alpha or 2 * int(config.lora_r),
-                          lora_dropout=config.lora_dropout, bias="none")
+                          lora_dropout=config.lora_dropout, bias="none", task_type=task_type)
         return get_peft_model(model, lora)
     except ValueError as e:  # no default target modules for this architecture
-        raise ValueError(f"LoRA pre-fine-tuning of a {type(model).__name__}: {e}") from None
+        raise ValueError(f"LoRA on a {type(model).__name__}: {e}") from None
 
 
 def pretrain(lm: LanguageModel, texts: Sequence[str], config: PretrainConfig | None = None,

@@ -15,6 +15,7 @@ class FinetuneEval(WarmupEval):
     name = "finetune"
     objective = "mlm"
     seeded_baseline = True  # the labels (and the classifier's seed) change with the seed
+    own_settings = ("finetune_lora_r",)
 
     def evaluate(self, bench, model, seed: int, record: dict) -> tuple[np.ndarray, dict]:
         from tunesift.bench.common import measure
@@ -22,7 +23,7 @@ class FinetuneEval(WarmupEval):
 
         c = self.config
         ccfg = ClassifierConfig(learning_rate=c.finetune_lr, epochs=c.finetune_epochs, batch_size=c.finetune_batch_size,
-                                max_length=c.max_length, seed=seed, device=c.device)
+                                max_length=c.max_length, seed=seed, device=c.device, lora_r=c.finetune_lora_r)
         with measure() as m_ft:
             ft = finetune_and_evaluate(bench.model_path, bench.task, ccfg, train=bench.labelled(seed), backbone=model,
                                        dev=bench.dev, test=bench.test, progress=c.progress)
@@ -41,5 +42,6 @@ class FinetuneEval(WarmupEval):
                          f"metric {task.metric}); at most {c.label_budget} labels per seed."),
             "training": (f"pre-fine-tuning {c.pretrain_epochs} epoch(s) at lr {c.pretrain_lr}"
                          + (f" (LoRA rank {c.pretrain_lora_r}, merged)" if c.pretrain_lora_r else "") + "; fine-tuning "
-                         f"{c.finetune_epochs} epochs at lr {c.finetune_lr}"),
+                         f"{c.finetune_epochs} epochs at lr {c.finetune_lr}"
+                         + (f" (LoRA rank {c.finetune_lora_r} and the head, merged)" if c.finetune_lora_r else "")),
         }
