@@ -98,3 +98,37 @@ def test_bad_shard_sets_are_refused_naming_the_folder_glob_or_shard(tmp_path, sh
     (tmp_path / "blank" / "a.jsonl").write_text("\n")
     with pytest.raises(ValueError, match=r"blank: the pool is empty \(its 1 shards hold no rows\)"):
         read_text_set(tmp_path / "blank", name="pool")
+
+
+def test_shards_are_read_in_batches_and_rows_streamed_back(tmp_path, monkeypatch):
+    """A shard larger than one read batch gives the same set; take() keeps only the rows asked for; a shard
+    that changed under the run is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tunesift.io import tables
+
+    folder = tmp_path / "pool"
+    _jsonl(folder / "a.jsonl", [{"text": f"a{i}", "n": i} for i in range(7)])
+    pq.write_table(pa.table({"text": [f"b{i}" for i in range(5)], "n": list(range(5))}), tmp_path / "b.parquet",
+                   row_group_size=2)
+    whole = read_text_set(folder)
+    monkeypatch.setattr(tables, "READ_BATCH_ROWS", 3)
+    batched = read_text_set(folder)
+    assert batched.texts == whole.texts == [f"a{i}" for i in range(7)] and batched.ids == whole.ids
+    assert [s["rows"] for s in batched.extra["shards"]] == [7]
+    assert [r["n"] for r in batched.take([6, 0, 3, 6])] == [6, 0, 3, 6]
+    streamed = list(tables._iter_parquet(tmp_path / "b.parquet", batch_rows=2))  # a batch of 2 rows at a time
+    assert [(row["text"], n) for row, n in streamed] == [(f"b{i}", i + 1) for i in range(5)]
+    ids = tmp_path / "ids"  # a repeated id found across read batches, named with its line and the first one's
+    _jsonl(ids / "c.jsonl", [{"text": "x", "uid": "u"}, {"text": "y", "uid": "v"}, {"text": "z", "uid": "w"},
+                             {"text": "z2", "uid": "u"}])
+    with pytest.raises(ValueError, match=r"c.jsonl:line 4: id 'u' repeats line 1"):
+        read_text_set(ids, id_field="uid")
+    _jsonl(folder / "a.jsonl", [{"text": f"a{i}"} for i in range(8)])  # one row more than when it was read
+    with pytest.raises(ValueError, match=r"a.jsonl: now holds more than 7 rows, 7 when it was read"):
+        batched.take([0])
+    _jsonl(folder / "a.jsonl", [{"text": f"a{i}"} for i in range(4)])
+    with pytest.raises(ValueError, match=r"a.jsonl: now holds 4 rows, 7 when it was read"):
+        list(batched.records)
+

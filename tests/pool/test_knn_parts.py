@@ -104,7 +104,7 @@ def test_knn_selection_on_a_memory_mapped_pool_equals_the_in_memory_one(tmp_path
     pool, target = _shared()
     np.save(tmp_path / "pool.npy", pool)
     local = _select(pool, target, 60, k=1, block_size=64)
-    monkeypatch.setattr(knn_parts, "STREAM_ROWS", 90)
+    monkeypatch.setattr(knn_parts, "STREAM_BYTES", 90 * 4 * pool.shape[1])  # parts of 90 rows
     calls = []
     call = knn_parts.StreamedParts.call
     monkeypatch.setattr(knn_parts.StreamedParts, "call", lambda self, *a: calls.append(a[0]) or call(self, *a))

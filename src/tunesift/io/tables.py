@@ -12,6 +12,7 @@ import bisect
 import csv
 import glob
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -137,9 +138,8 @@ def text_lines(path: str | os.PathLike) -> Iterator[str]:
             yield line[1:] if lineno == 1 and line.startswith("\ufeff") else line
 
 
-def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
-    """All JSON objects of a JSONL file (blank lines skipped) and their line numbers."""
-    rows, lines = [], []
+def iter_jsonl(path: Path) -> Iterator[tuple[dict, int]]:
+    """The JSON objects of a JSONL file one at a time (blank lines skipped), with their line numbers."""
     for lineno, line in enumerate(text_lines(path), 1):
         if not line.strip():
             continue
@@ -149,20 +149,30 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
             raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+        yield row, lineno
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    """All JSON objects of a JSONL file (blank lines skipped) and their line numbers."""
+    return _unzip(iter_jsonl(path))
+
+
+def _unzip(pairs: Iterable[tuple[dict, int]]) -> tuple[list[dict], list[int]]:
+    rows, lines = [], []
+    for row, line in pairs:
         rows.append(row)
-        lines.append(lineno)
+        lines.append(line)
     return rows, lines
 
 
-def _read_delimited(path: Path, delimiter: str) -> tuple[list[dict], list[int]]:
-    rows, lines = [], []
+def _iter_delimited(path: Path, delimiter: str) -> Iterator[tuple[dict, int]]:
     csv.field_size_limit(1 << 30)
     reader = csv.reader(text_lines(path), delimiter=delimiter,
                         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
     try:
         header = next(reader)
     except StopIteration:
-        return [], []
+        return
     except csv.Error as e:
         raise ValueError(f"{path}:1: cannot parse header ({e})") from None
     if len(set(header)) != len(header):
@@ -178,19 +188,30 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[dict], list[int]]:
             continue
         if len(values) != len(header):
             raise ValueError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)}")
-        rows.append(dict(zip(header, values)))
-        lines.append(reader.line_num)
-    return rows, lines
+        yield dict(zip(header, values)), reader.line_num
+
+
+def _read_delimited(path: Path, delimiter: str) -> tuple[list[dict], list[int]]:
+    return _unzip(_iter_delimited(path, delimiter))
+
+
+def _iter_parquet(path: Path, batch_rows: int = 65536) -> Iterator[tuple[dict, int]]:
+    """A Parquet file's rows one at a time (read a batch of ``batch_rows`` at a time), with 1-based row numbers."""
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        for batch in batches:
+            for record in batch.to_pylist():
+                row += 1
+                yield record, row
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
 
 
 def _read_parquet(path: Path) -> tuple[list[dict], list[int]]:
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
-    return rows, list(range(1, len(rows) + 1))
+    return _unzip(_iter_parquet(path))
 
 
 def _read_hf(path: Path, split: str | None) -> tuple[list[dict], list[int]]:
@@ -233,6 +254,20 @@ def _resolve(path: str | os.PathLike) -> tuple[Path, str | None]:
     return p, split
 
 
+def iter_records(path: str | os.PathLike, format: str) -> Iterator[tuple[dict, int]]:
+    """The rows of a file of one of :data:`SHARD_FORMATS` one at a time, each with its line number (1-based
+    row number for Parquet), checked as :func:`read_records` checks them: memory is one row (one batch
+    for Parquet) whatever the file's size."""
+    p = Path(path)
+    if format == "jsonl":
+        return iter_jsonl(p)
+    if format in ("csv", "tsv"):
+        return _iter_delimited(p, "\t" if format == "tsv" else ",")
+    if format == "parquet":
+        return _iter_parquet(p)
+    raise ValueError(f"format {format!r} cannot be streamed; expected one of {SHARD_FORMATS}")
+
+
 def read_records(path: str | os.PathLike, format: str | None = None) -> tuple[list[dict], list[int], str]:
     """Read all rows of a file as dicts.
 
@@ -255,6 +290,7 @@ def read_records(path: str | os.PathLike, format: str | None = None) -> tuple[li
 
 
 SHARD_FORMATS = ("jsonl", "csv", "tsv", "parquet")
+READ_BATCH_ROWS = 65536  # rows of a shard checked and packed at a time
 
 
 @dataclass(frozen=True)
@@ -281,8 +317,9 @@ class Shard:
 class ShardRecords(Sequence):
     """The rows of a sharded set, read back from the shards instead of held in memory.
 
-    Indexing one row reads its shard (the last shard read is kept, so a scan in row order reads each
-    shard once); :meth:`take` reads each shard it needs once; iterating streams the shards in order.
+    :meth:`take` and iteration stream the shards (memory: the rows asked for, plus one row or Parquet
+    batch); indexing one row reads its whole shard and keeps it until another shard is indexed, so
+    a scan in row order reads each shard once (for a few rows; use :meth:`take` for many).
     """
 
     def __init__(self, shards: Sequence[Shard]):
@@ -294,14 +331,22 @@ class ShardRecords(Sequence):
     def __len__(self) -> int:
         return self._n
 
+    def _stream(self, k: int) -> Iterator[dict]:
+        """Shard k's rows one at a time; an error if it no longer holds the rows it held when read."""
+        shard, count = self.shards[k], 0
+        for row, _ in iter_records(shard.path, shard.format):
+            count += 1
+            if count > shard.rows:
+                break
+            yield row
+        if count != shard.rows:
+            now = f"more than {shard.rows}" if count > shard.rows else str(count)
+            raise ValueError(f"{shard.path}: now holds {now} rows, {shard.rows} when it was read; the shard "
+                             "changed during the run")
+
     def _rows(self, k: int) -> list[dict]:
         if self._cached is None or self._cached[0] != k:
-            shard = self.shards[k]
-            rows, _, _ = read_records(shard.path, shard.format)
-            if len(rows) != shard.rows:
-                raise ValueError(f"{shard.path}: now holds {len(rows)} rows, {shard.rows} when it was read; "
-                                 "the shard changed during the run")
-            self._cached = (k, rows)
+            self._cached = (k, list(self._stream(k)))
         return self._cached[1]
 
     def locate(self, index: int) -> tuple[int, int]:
@@ -320,19 +365,21 @@ class ShardRecords(Sequence):
 
     def __iter__(self) -> Iterator[dict]:
         for k in range(len(self.shards)):
-            yield from self._rows(k)
+            yield from self._stream(k)
 
     def take(self, indices: Iterable[int]) -> list[dict]:
-        """The rows at ``indices`` in that order; each shard holding one of them is read once."""
+        """The rows at ``indices`` in that order; each shard holding one of them is streamed once and only
+        the rows asked for are kept."""
         wanted = [self.locate(int(i)) for i in indices]
-        by_shard: dict[int, list[int]] = {}
+        by_shard: dict[int, set[int]] = {}
         for k, row in wanted:
-            by_shard.setdefault(k, []).append(row)
+            by_shard.setdefault(k, set()).add(row)
         found: dict[tuple[int, int], dict] = {}
         for k in sorted(by_shard):
-            rows = self._rows(k)
-            for row in by_shard[k]:
-                found[(k, row)] = rows[row]
+            rows = by_shard[k]
+            for i, record in enumerate(self._stream(k)):
+                if i in rows:
+                    found[(k, i)] = record
         return [found[w] for w in wanted]
 
 
@@ -478,18 +525,22 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
     seen: dict = {}
     total = hashlib.sha256()
     for path, shard_name, fmt in files:
-        rows, lines, _ = read_records(path, fmt)
         where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
-        t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, seen,
-                              row_id=lambda r, s=shard_name: f"{s}:{r}")
+        start = len(texts)
+        records = iter_records(path, fmt)
+        while True:  # a batch of rows at a time: a shard need not fit in memory
+            rows, lines = _unzip(itertools.islice(records, READ_BATCH_ROWS))
+            if not rows:
+                break
+            t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, seen)
+            texts.extend(t)
+            if id_field is not None:
+                ids.extend(i)
+            del rows, lines, t, i
         fingerprint = _fingerprint(path)
-        shards.append(Shard(path=path, name=shard_name, format=fmt, start=len(texts), rows=len(rows),
+        shards.append(Shard(path=path, name=shard_name, format=fmt, start=start, rows=len(texts) - start,
                             fingerprint=fingerprint))
         total.update(f"{shard_name}\0{fingerprint}\0".encode())
-        texts.extend(t)
-        if id_field is not None:
-            ids.extend(i)
-        del rows, lines, t, i  # one shard's rows in memory at a time
     if not texts:
         raise ValueError(f"{spec}: the {name} is empty (its {len(files)} shards hold no rows)")
     info = [{"path": s.name, "format": s.format, "rows": s.rows, "fingerprint": s.fingerprint} for s in shards]

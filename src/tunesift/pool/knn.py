@@ -71,13 +71,15 @@ class NeighbourSearch:
     best_target: "torch.Tensor"
 
 
-def prepare(embeddings: "torch.Tensor", metric: str) -> "torch.Tensor":
-    """(n, dim) float32 embeddings ready for :func:`similarity`: unit rows for cosine (zero rows stay zero)."""
+def prepare(embeddings: "torch.Tensor", metric: str, inplace: bool = False) -> "torch.Tensor":
+    """(n, dim) float32 embeddings ready for :func:`similarity`: unit rows for cosine (zero rows stay zero);
+    ``inplace``: a float32 input is divided in place (the same values, no second copy)."""
     import torch
 
     x = embeddings.to(torch.float32)
     if metric == "cosine":
-        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        norms = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return x.div_(norms) if inplace else x / norms
     if metric == "l2":
         return x
     raise ValueError(f"`metric` must be one of {', '.join(METRICS)}, got {metric!r}")

@@ -11,8 +11,8 @@ The per-pool-row nearest target is each part's own.
 :class:`LocalIndex` is the whole pool in this process (one part: exactly the single pass);
 :class:`PartsIndex` holds :class:`KnnPart` workers placed by an executor
 (:meth:`tunesift.executor.Executor.place`), e.g. one per Ray actor, each reading its rows of the
-memory-mapped embeddings. A memory-mapped pool of more than :data:`STREAM_ROWS` rows searched in one
-process goes through :class:`StreamedParts`: the same parts, built one after another from the file for
+memory-mapped embeddings. A memory-mapped pool of more than :data:`STREAM_BYTES` (as float32) searched in
+one process goes through :class:`StreamedParts`: the same parts, built one after another from the file for
 each search and dropped after it, so kNN's memory is one part's rows (plus O(N) per-row results)
 whatever N, at the price of reading the file once more per search.
 """
@@ -20,7 +20,7 @@ whatever N, at the price of reading the file once more per search.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -92,9 +92,10 @@ class KnnPartFactory:
 
         rows = np.load(self.path, mmap_mode="r")[self.start:self.stop] if self.path else self.array
         x = torch.from_numpy(np.array(rows, dtype=np.float32)).to(self.device)
+        del rows  # the file's mapping goes with it: its pages leave the process before the rows are prepared
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"pool embeddings contain NaN or infinite values (rows {self.start}..{self.stop - 1})")
-        return KnnPart(prepare(x, self.metric), self.start, self.n_total, self.metric, self.block_size)
+        return KnnPart(prepare(x, self.metric, inplace=True), self.start, self.n_total, self.metric, self.block_size)
 
 
 def _merge(values: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +105,7 @@ def _merge(values: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np
     return v[order], r[order]
 
 
-STREAM_ROWS = 1 << 18  # rows a memory-mapped pool is read in when one process searches it
+STREAM_BYTES = 1 << 27  # float32 bytes of a memory-mapped pool read at a time when one process searches it
 
 
 class StreamedParts:
@@ -114,8 +115,9 @@ class StreamedParts:
     def __init__(self, factories: list[KnnPartFactory]):
         self.factories = list(factories)
 
-    def call(self, method: str, *args: Any) -> list[Any]:
-        return [getattr(factory(), method)(*args) for factory in self.factories]
+    def call(self, method: str, *args: Any) -> Iterator[Any]:
+        """Each part's answer in row order, computed as it is consumed (one part in memory at a time)."""
+        return (getattr(factory(), method)(*args) for factory in self.factories)
 
 
 class PartsIndex:
@@ -131,26 +133,32 @@ class PartsIndex:
         k = max(0, min(int(k), self.n))
 
         def jth(j: int) -> "torch.Tensor":  # the j-th largest over every part's sample rows
-            tops = np.concatenate(self.placed.call("sample_top", q, j), axis=1)  # (q, Σ ≤j)
+            tops = np.concatenate(list(self.placed.call("sample_top", q, j)), axis=1)  # (q, Σ ≤j)
             return torch.from_numpy(np.ascontiguousarray(-np.sort(-tops, axis=1)[:, j - 1]))
 
         threshold = list_thresholds(k, self.n, q.shape[0], jth)
-        parts: list[NeighbourLists] = self.placed.call("above", q, k, threshold, with_nearest_target)
-        indices, sims, lengths = [], [], np.zeros(q.shape[0], dtype=np.int64)
-        for t in range(q.shape[0]):
-            v, r = _merge([p.similarities[p.offsets[t]:p.offsets[t + 1]] for p in parts], [p[t] for p in parts], k)
-            indices.append(r)
-            sims.append(v)
-            lengths[t] = len(r)
-        offsets = np.zeros(q.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return NeighbourLists(indices=np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64),
-                              offsets=offsets, best_similarity=np.concatenate([p.best_similarity for p in parts]),
-                              best_target=np.concatenate([p.best_target for p in parts]),
-                              similarities=np.concatenate(sims) if sims else np.zeros(0, np.float32))
+        # each part's lists merged into the running ones as it arrives (the top k of a union is the top k
+        # of the running top k and the new part): memory one part's lists, however many parts
+        m = q.shape[0]
+        sims = [np.zeros(0, np.float32)] * m
+        indices = [np.zeros(0, np.int64)] * m
+        best_similarity, best_target = [], []
+        for part in self.placed.call("above", q, k, threshold, with_nearest_target):
+            for t in range(m):
+                sims[t], indices[t] = _merge([sims[t], part.similarities[part.offsets[t]:part.offsets[t + 1]]],
+                                             [indices[t], part[t]], k)
+            best_similarity.append(part.best_similarity)
+            best_target.append(part.best_target)
+            del part
+        offsets = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in indices], out=offsets[1:])
+        return NeighbourLists(indices=np.concatenate(indices).astype(np.int64) if m else np.zeros(0, np.int64),
+                              offsets=offsets, best_similarity=np.concatenate(best_similarity),
+                              best_target=np.concatenate(best_target),
+                              similarities=np.concatenate(sims) if m else np.zeros(0, np.float32))
 
     def exact(self, queries: "torch.Tensor", k: int) -> list[np.ndarray]:
-        parts = self.placed.call("exact", queries.cpu(), k)
+        parts = list(self.placed.call("exact", queries.cpu(), k))
         k = min(int(k), self.n)
         return [_merge([v[t] for v, _ in parts], [r[t] for _, r in parts], k)[1] for t in range(queries.shape[0])]
 
@@ -159,8 +167,8 @@ def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, execu
               stream_rows: int | None = None):
     """The pool as :func:`tunesift.pool.knn` searches it (a context manager: use ``with``): here (None, or
     an executor of parallelism 1) or split over ``executor``'s workers. Here, a whole memory-mapped
-    ``.npy`` of more than ``stream_rows`` rows (default :data:`STREAM_ROWS`) is read part by part for each
-    search (:class:`StreamedParts`), never held whole."""
+    ``.npy`` of more than ``stream_rows`` rows (default: :data:`STREAM_BYTES` of float32 rows) is read part
+    by part for each search (:class:`StreamedParts`), never held whole."""
     import contextlib
 
     import torch
@@ -169,7 +177,8 @@ def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, execu
 
     n = pool.shape[0]
     parts = parts_for(executor, n)
-    stream_rows = STREAM_ROWS if stream_rows is None else int(stream_rows)
+    if stream_rows is None:
+        stream_rows = max(1, STREAM_BYTES // (4 * max(1, pool.shape[1])))
     path = whole_npy_file(pool)
     if parts == 1 and path is not None and n > stream_rows:
         count = -(-n // stream_rows)
