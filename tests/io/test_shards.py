@@ -132,3 +132,22 @@ def test_shards_are_read_in_batches_and_rows_streamed_back(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=r"a.jsonl: now holds 4 rows, 7 when it was read"):
         list(batched.records)
 
+
+
+def test_id_field_values_are_packed_and_checked_unique_by_their_hashes(tmp_path, monkeypatch):
+    from tunesift.io import tables
+    from tunesift.io.packed import PackedValues
+
+    folder = tmp_path / "pool"
+    _jsonl(folder / "a.jsonl", [{"text": "x", "uid": 7}, {"text": "y", "uid": "7"}, {"text": "z", "uid": "ü"}])
+    _jsonl(folder / "b.jsonl", [{"text": "w", "uid": 2.5}])
+    ts = read_text_set(folder, id_field="uid")
+    assert isinstance(ts.ids, PackedValues) and list(ts.ids) == [7, "7", "ü", 2.5]  # 7 and "7" are two ids
+    monkeypatch.setattr(tables, "_digest", lambda encoded: 0)  # every hash collides: the ids themselves decide
+    assert read_text_set(folder, id_field="uid").ids == [7, "7", "ü", 2.5]
+    _jsonl(folder / "c.jsonl", [{"text": "v", "uid": "ü"}, {"text": "u", "uid": 7}])
+    with pytest.raises(ValueError, match=r"c.jsonl:line 1: id 'ü' repeats .*a.jsonl:line 3; ids must be unique"):
+        read_text_set(folder, id_field="uid")  # the first repeat in reading order, as a row-by-row check
+    _jsonl(folder / "c.jsonl", [{"text": "v", "uid": [1, 2]}])
+    with pytest.raises(ValueError, match=r"c.jsonl:line 1: field 'uid' is list; --id-field values must be strings"):
+        read_text_set(folder, id_field="uid")

@@ -13,6 +13,7 @@ no name on disk, so it is gone when the process ends, however it ends.
 from __future__ import annotations
 
 import bisect
+import json
 import mmap
 import os
 import tempfile
@@ -120,6 +121,38 @@ def _packed_from_buffers(buffer: bytes, offsets: bytes) -> PackedTexts:
     out._offsets = array("q")
     out._offsets.frombytes(offsets)
     return out
+
+
+class PackedValues(CompactSequence):
+    """JSON scalars (the ids of ``--id-field``: strings, numbers) packed as their JSON text in a
+    :class:`PackedTexts` (``spill_dir`` as there); item i is decoded when asked for."""
+
+    def __init__(self, values: Iterable[Any] = (), spill_dir: str | os.PathLike | None = None):
+        self._texts = PackedTexts(spill_dir=spill_dir)
+        self.extend(values)
+
+    @staticmethod
+    def encode(value: Any) -> str:
+        """The JSON text a value is stored as; a ``TypeError`` for values JSON has no scalar for."""
+        if not isinstance(value, (str, int, float, bool)):
+            raise TypeError(f"{type(value).__name__}")
+        return json.dumps(value, ensure_ascii=False)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self._texts.extend(self.encode(v) for v in values)
+
+    def extend_encoded(self, texts: Iterable[str]) -> None:
+        """Append values already given as :meth:`encode`'s JSON texts."""
+        self._texts.extend(texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def _item(self, index: int) -> Any:
+        return json.loads(self._texts[index])
+
+    def __iter__(self) -> Iterator[Any]:
+        return (json.loads(t) for t in self._texts)
 
 
 class ShardRowIds(CompactSequence):

@@ -452,8 +452,9 @@ def shard_files(spec: str | os.PathLike) -> list[tuple[Path, str, str]] | None:
 
 
 def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, text_field: str,
-                   id_field: str | None, seen: dict, row_id=None) -> tuple[list[str], list[Any]]:
-    """Check every row's text (and id) field; ``seen`` maps ids to where they were first met."""
+                   id_field: str | None, seen: dict | None, row_id=None) -> tuple[list[str], list[Any]]:
+    """Check every row's text (and id) field; ``seen`` maps ids to where they were first met (None: the
+    caller checks that ids are unique)."""
     texts, ids = [], []
     for i, (row, line) in enumerate(zip(rows, lines)):
         if text_field not in row:
@@ -470,11 +471,14 @@ def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, te
             if id_field not in row or row[id_field] is None:
                 raise ValueError(f"{path}:{where} {line}: no field {id_field!r} for --id-field")
             rid = row[id_field]
-            if rid in seen:
+            if seen is None:
+                pass
+            elif rid in seen:
                 first_path, first_line = seen[rid]
                 at = f"{where} {first_line}" if first_path == path else f"{first_path}:{where} {first_line}"
                 raise ValueError(f"{path}:{where} {line}: id {rid!r} repeats {at}; ids must be unique")
-            seen[rid] = (path, line)
+            else:
+                seen[rid] = (path, line)
         texts.append(text)
         ids.append(rid)
     return texts, ids
@@ -517,12 +521,14 @@ def read_text_set(
 
 def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str, id_field: str | None,
                  name: str, spill_dir: str | os.PathLike | None = None) -> TextSet:
-    from tunesift.io.packed import PackedTexts, ShardRowIds
+    from array import array
+
+    from tunesift.io.packed import PackedTexts, PackedValues, ShardRowIds
 
     texts = PackedTexts(spill_dir=spill_dir)  # the text bytes and an offset a row, not a str object each
-    ids: list[Any] = []
+    ids: Any = PackedValues(spill_dir=spill_dir)  # --id-field's values as JSON texts, packed the same way
+    digests = array("q")  # 8 bytes of each id's hash: uniqueness is checked without a dict of every id
     shards: list[Shard] = []
-    seen: dict = {}
     total = hashlib.sha256()
     for path, shard_name, fmt in files:
         where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
@@ -532,10 +538,12 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
             rows, lines = _unzip(itertools.islice(records, READ_BATCH_ROWS))
             if not rows:
                 break
-            t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, seen)
+            t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, None)
             texts.extend(t)
             if id_field is not None:
-                ids.extend(i)
+                encoded = [_encode_id(v, path, where, line, id_field) for v, line in zip(i, lines)]
+                ids.extend_encoded(encoded)
+                digests.extend(_digest(e) for e in encoded)
             del rows, lines, t, i
         fingerprint = _fingerprint(path)
         shards.append(Shard(path=path, name=shard_name, format=fmt, start=start, rows=len(texts) - start,
@@ -546,5 +554,52 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
     info = [{"path": s.name, "format": s.format, "rows": s.rows, "fingerprint": s.fingerprint} for s in shards]
     if id_field is None:  # "<shard>:<row>", computed when asked for
         ids = ShardRowIds([s.name for s in shards], [s.start for s in shards], len(texts))
+    else:
+        _check_unique_ids(ids, digests, shards)
     return TextSet(path=spec, records=ShardRecords(shards), texts=texts, ids=ids, text_field=text_field,
                    id_field=id_field, fingerprint=total.hexdigest(), extra={"shards": info})
+
+
+def _encode_id(value: Any, path: Path, where: str, line: int, id_field: str) -> str:
+    from tunesift.io.packed import PackedValues
+
+    try:
+        return PackedValues.encode(value)
+    except TypeError:
+        raise ValueError(f"{path}:{where} {line}: field {id_field!r} is {type(value).__name__}; --id-field "
+                         "values must be strings or numbers") from None
+
+
+def _digest(encoded: str) -> int:
+    return int.from_bytes(hashlib.blake2b(encoded.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def _check_unique_ids(ids: Any, digests: Any, shards: list[Shard]) -> None:
+    """The error a row-by-row check would raise at the first repeated id (naming both rows), found from the
+    ids' 8-byte hashes: only the rows whose hash repeats are compared."""
+    import numpy as np
+
+    h = np.frombuffer(digests, dtype=np.int64)
+    order = np.argsort(h, kind="stable")
+    same = np.flatnonzero(h[order][1:] == h[order][:-1])
+    if not same.size:
+        return
+    first_at: dict[str, int] = {}
+    for j in np.unique(np.concatenate([order[same], order[same + 1]])).tolist():  # ascending rows
+        key = ids._texts[j]
+        if key not in first_at:
+            first_at[key] = j
+            continue
+        (p1, w1, l1), (p2, w2, l2) = _where(shards, first_at[key]), _where(shards, j)
+        at = f"{w1} {l1}" if p1 == p2 else f"{p1}:{w1} {l1}"
+        raise ValueError(f"{p2}:{w2} {l2}: id {ids[j]!r} repeats {at}; ids must be unique")
+
+
+def _where(shards: list[Shard], index: int) -> tuple[str, str, int]:
+    """(path, "line" or "row", line number) of row ``index`` of a sharded set (its shard read again)."""
+    k = bisect.bisect_right([s.start for s in shards], index) - 1
+    shard = shards[k]
+    for i, (_, line) in enumerate(iter_records(shard.path, shard.format)):
+        if i == index - shard.start:
+            return str(shard.path), "line" if shard.format in ("jsonl", "csv", "tsv") else "row", line
+    raise ValueError(f"{shard.path}: shorter than when it was read; the shard changed during the run")
