@@ -498,7 +498,7 @@ def read_text_set(
         path: a .jsonl/.csv/.tsv/.parquet file, a saved Hugging Face dataset folder (``PATH:SPLIT``
             picks one split of a DatasetDict), or a folder / glob (``shards/part-*.parquet``) of shards
             of one of those four formats, read in natural order of their names (``part-2`` before
-            ``part-10``), one shard in memory at a time.
+            ``part-10``), a batch of rows in memory at a time.
         text_field: the field holding the text of each row.
         id_field: the field holding a unique id (unique across shards); when None, the 0-based row
             number (one file) or ``"<shard name>:<row in the shard>"`` (shards: stable when shards are
