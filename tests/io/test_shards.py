@@ -1,6 +1,7 @@
 """A folder or glob of shards read as one set: order, ids, lazy rows, and errors naming the shard."""
 
 import json
+import re
 
 import pytest
 
@@ -151,3 +152,33 @@ def test_id_field_values_are_packed_and_checked_unique_by_their_hashes(tmp_path,
     _jsonl(folder / "c.jsonl", [{"text": "v", "uid": [1, 2]}])
     with pytest.raises(ValueError, match=r"c.jsonl:line 1: field 'uid' is list; --id-field values must be strings"):
         read_text_set(folder, id_field="uid")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_one_file_with_a_spill_dir_reads_as_one_shard_with_the_in_memory_sets_ids_and_errors(tmp_path, fmt):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tunesift.io.packed import PackedTexts, RowNumbers
+
+    rows = [{"text": f"t{i}", "uid": f"u{i}"} for i in range(5)]
+    path = tmp_path / f"pool.{fmt}"
+    if fmt == "jsonl":
+        _jsonl(path, rows)
+    elif fmt == "csv":
+        path.write_text("text,uid\n" + "".join(f"{r['text']},{r['uid']}\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    memory = read_text_set(path, name="pool")
+    streamed = read_text_set(path, name="pool", spill_dir=tmp_path / "spill")
+    assert isinstance(streamed.texts, PackedTexts) and streamed.texts.spilled and isinstance(streamed.ids, RowNumbers)
+    assert isinstance(streamed.records, ShardRecords) and streamed.extra == {} == memory.extra
+    assert streamed.texts == memory.texts and streamed.ids == memory.ids == list(range(5))
+    assert streamed.fingerprint == memory.fingerprint and list(streamed.records) == memory.records
+    assert streamed.take([4, 1]) == memory.take([4, 1]) and streamed.column("uid") == memory.column("uid")
+    assert read_text_set(path, id_field="uid", spill_dir=tmp_path / "spill").ids == memory.column("uid")
+    for kwargs in ({"text_field": "body"}, {"id_field": "nope"}):
+        with pytest.raises(ValueError) as in_memory:
+            read_text_set(path, name="pool", **kwargs)
+        with pytest.raises(ValueError, match=re.escape(str(in_memory.value))):
+            read_text_set(path, name="pool", spill_dir=tmp_path / "spill", **kwargs)

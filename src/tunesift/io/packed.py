@@ -155,6 +155,22 @@ class PackedValues(CompactSequence):
         return (json.loads(t) for t in self._texts)
 
 
+class RowNumbers(CompactSequence):
+    """The ids 0..n-1 of a file's rows, stored as nothing but n."""
+
+    def __init__(self, n: int):
+        self._n = int(n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _item(self, index: int) -> int:
+        return index
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self._n))
+
+
 class ShardRowIds(CompactSequence):
     """The ids ``"<shard name>:<row in the shard>"`` of a sharded set's rows, from the shards' names and
     first rows; nothing is stored per row."""

@@ -504,12 +504,19 @@ def read_text_set(
             number (one file) or ``"<shard name>:<row in the shard>"`` (shards: stable when shards are
             added).
         name: what the set is, for error messages ("pool", "target").
-        spill_dir: for shards, keep the texts in an unlinked temporary file in this folder, memory-mapped
-            (:class:`tunesift.io.packed.PackedTexts`), so texts larger than RAM can be held; None: in memory.
+        spill_dir: keep the texts (and ``id_field``'s values) in an unlinked temporary file in this folder,
+            memory-mapped (:class:`tunesift.io.packed.PackedTexts`), so texts larger than RAM can be held,
+            and read one JSONL/CSV/TSV/Parquet file as shards are read: a batch of rows at a time, its rows
+            read back from the file when asked for (:class:`ShardRecords`); None: all in memory.
     """
     shards = None if format is not None else shard_files(path)
     if shards is not None:
         return _read_shards(str(path), shards, text_field, id_field, name, spill_dir)
+    if spill_dir is not None:  # one file streamed as a set of one shard, its texts spilled
+        p, split = _resolve(path)
+        fmt = format or _detect_format(p)
+        if fmt in SHARD_FORMATS and split is None and p.is_file():
+            return _read_shards(str(path), [(p, p.name, fmt)], text_field, id_field, name, spill_dir, single=True)
     rows, lines, fmt = read_records(path, format)
     where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
     if not rows:
@@ -520,10 +527,12 @@ def read_text_set(
 
 
 def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str, id_field: str | None,
-                 name: str, spill_dir: str | os.PathLike | None = None) -> TextSet:
+                 name: str, spill_dir: str | os.PathLike | None = None, single: bool = False) -> TextSet:
+    """A set of shards read a batch of rows at a time. ``single``: ``files`` is one file read this way, which
+    keeps a one-file set's ids (row numbers), fingerprint (its bytes) and manifest (no shard list)."""
     from array import array
 
-    from tunesift.io.packed import PackedTexts, PackedValues, ShardRowIds
+    from tunesift.io.packed import PackedTexts, PackedValues, RowNumbers, ShardRowIds
 
     texts = PackedTexts(spill_dir=spill_dir)  # the text bytes and an offset a row, not a str object each
     ids: Any = PackedValues(spill_dir=spill_dir)  # --id-field's values as JSON texts, packed the same way
@@ -550,14 +559,18 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
                             fingerprint=fingerprint))
         total.update(f"{shard_name}\0{fingerprint}\0".encode())
     if not texts:
-        raise ValueError(f"{spec}: the {name} is empty (its {len(files)} shards hold no rows)")
+        raise ValueError(f"{spec}: the {name} is empty " + ("(no rows)" if single else
+                                                             f"(its {len(files)} shards hold no rows)"))
     info = [{"path": s.name, "format": s.format, "rows": s.rows, "fingerprint": s.fingerprint} for s in shards]
-    if id_field is None:  # "<shard>:<row>", computed when asked for
-        ids = ShardRowIds([s.name for s in shards], [s.start for s in shards], len(texts))
-    else:
+    if id_field is not None:
         _check_unique_ids(ids, digests, shards)
+    elif single:  # a file's rows are numbered 0..N-1
+        ids = RowNumbers(len(texts))
+    else:  # "<shard>:<row>", computed when asked for
+        ids = ShardRowIds([s.name for s in shards], [s.start for s in shards], len(texts))
     return TextSet(path=spec, records=ShardRecords(shards), texts=texts, ids=ids, text_field=text_field,
-                   id_field=id_field, fingerprint=total.hexdigest(), extra={"shards": info})
+                   id_field=id_field, fingerprint=shards[0].fingerprint if single else total.hexdigest(),
+                   extra={} if single else {"shards": info})
 
 
 def _encode_id(value: Any, path: Path, where: str, line: int, id_field: str) -> str:
