@@ -444,9 +444,9 @@ class GotdBench:
         self.lm_texts = fixed_subset(self.task.test, c.lm_loss_texts).joined_texts()
         self.evaluation = evaluation(c.eval)(c)  # how a run is scored (tunesift.bench.evals)
         tokenizer_texts = self.pool.texts + self.task.train.joined_texts() + self.evaluation.setup(self)
-        self.model_path = resolve_model(c.model, self.out, tokenizer_texts, c.max_length,  # --objective causal: a
-                                        objective=c.objective if c.objective != "auto"  # tiny Llama for finetune
-                                        else self.evaluation.objective)
+        # the tiny model is built for --objective when given (causal: a tiny Llama, also for --eval finetune)
+        objective = c.objective if c.objective != "auto" else self.evaluation.objective
+        self.model_path = resolve_model(c.model, self.out, tokenizer_texts, c.max_length, objective=objective)
         self.evaluation.check_model(self)
         from tunesift.bench.common import RunStore
 

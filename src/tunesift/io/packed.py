@@ -145,6 +145,10 @@ class PackedValues(CompactSequence):
         """Append values already given as :meth:`encode`'s JSON texts."""
         self._texts.extend(texts)
 
+    def encoded(self, index: int) -> str:
+        """Item ``index`` as its stored JSON text (equal texts: equal values)."""
+        return self._texts[index]
+
     def __len__(self) -> int:
         return len(self._texts)
 

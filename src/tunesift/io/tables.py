@@ -452,7 +452,7 @@ def shard_files(spec: str | os.PathLike) -> list[tuple[Path, str, str]] | None:
 
 
 def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, text_field: str,
-                   id_field: str | None, seen: dict | None, row_id=None) -> tuple[list[str], list[Any]]:
+                   id_field: str | None, seen: dict | None) -> tuple[list[str], list[Any]]:
     """Check every row's text (and id) field; ``seen`` maps ids to where they were first met (None: the
     caller checks that ids are unique)."""
     texts, ids = [], []
@@ -466,18 +466,16 @@ def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, te
         if not isinstance(text, str):
             raise ValueError(f"{path}:{where} {line}: field {text_field!r} is {type(text).__name__}, expected a string")
         if id_field is None:
-            rid = i if row_id is None else row_id(i)
+            rid = i
         else:
             if id_field not in row or row[id_field] is None:
                 raise ValueError(f"{path}:{where} {line}: no field {id_field!r} for --id-field")
             rid = row[id_field]
-            if seen is None:
-                pass
-            elif rid in seen:
-                first_path, first_line = seen[rid]
-                at = f"{where} {first_line}" if first_path == path else f"{first_path}:{where} {first_line}"
-                raise ValueError(f"{path}:{where} {line}: id {rid!r} repeats {at}; ids must be unique")
-            else:
+            if seen is not None:
+                if rid in seen:
+                    first_path, first_line = seen[rid]
+                    at = f"{where} {first_line}" if first_path == path else f"{first_path}:{where} {first_line}"
+                    raise ValueError(f"{path}:{where} {line}: id {rid!r} repeats {at}; ids must be unique")
                 seen[rid] = (path, line)
         texts.append(text)
         ids.append(rid)
@@ -518,7 +516,7 @@ def read_text_set(
         if fmt in SHARD_FORMATS and split is None and p.is_file():
             return _read_shards(str(path), [(p, p.name, fmt)], text_field, id_field, name, spill_dir, single=True)
     rows, lines, fmt = read_records(path, format)
-    where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
+    where = _position_word(fmt)
     if not rows:
         raise ValueError(f"{path}: the {name} is empty (no rows)")
     texts, ids = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, {})
@@ -535,12 +533,13 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
     from tunesift.io.packed import PackedTexts, PackedValues, RowNumbers, ShardRowIds
 
     texts = PackedTexts(spill_dir=spill_dir)  # the text bytes and an offset a row, not a str object each
-    ids: Any = PackedValues(spill_dir=spill_dir)  # --id-field's values as JSON texts, packed the same way
+    # --id-field's values as JSON texts, packed the same way (no file opened without one)
+    ids: Any = PackedValues(spill_dir=spill_dir) if id_field is not None else None
     digests = array("q")  # 8 bytes of each id's hash: uniqueness is checked without a dict of every id
     shards: list[Shard] = []
     total = hashlib.sha256()
     for path, shard_name, fmt in files:
-        where = "line" if fmt in ("jsonl", "csv", "tsv") else "row"
+        where = _position_word(fmt)
         start = len(texts)
         records = iter_records(path, fmt)
         while True:  # a batch of rows at a time: a shard need not fit in memory
@@ -599,7 +598,7 @@ def _check_unique_ids(ids: Any, digests: Any, shards: list[Shard]) -> None:
         return
     first_at: dict[str, int] = {}
     for j in np.unique(np.concatenate([order[same], order[same + 1]])).tolist():  # ascending rows
-        key = ids._texts[j]
+        key = ids.encoded(j)
         if key not in first_at:
             first_at[key] = j
             continue
@@ -608,11 +607,16 @@ def _check_unique_ids(ids: Any, digests: Any, shards: list[Shard]) -> None:
         raise ValueError(f"{p2}:{w2} {l2}: id {ids[j]!r} repeats {at}; ids must be unique")
 
 
+def _position_word(fmt: str) -> str:
+    """How a format's positions are named in messages: text formats by line, the others by row."""
+    return "line" if fmt in ("jsonl", "csv", "tsv") else "row"
+
+
 def _where(shards: list[Shard], index: int) -> tuple[str, str, int]:
     """(path, "line" or "row", line number) of row ``index`` of a sharded set (its shard read again)."""
-    k = bisect.bisect_right([s.start for s in shards], index) - 1
+    k, row = ShardRecords(shards).locate(index)
     shard = shards[k]
     for i, (_, line) in enumerate(iter_records(shard.path, shard.format)):
-        if i == index - shard.start:
-            return str(shard.path), "line" if shard.format in ("jsonl", "csv", "tsv") else "row", line
+        if i == row:
+            return str(shard.path), _position_word(shard.format), line
     raise ValueError(f"{shard.path}: shorter than when it was read; the shard changed during the run")

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"rows embedded (or counted by DSIR) and cached per chunk; a killed run resumes at the first "
                    f"unfinished one "
                    f"(default: {DEFAULT_CHUNK_ROWS})")
-    p.add_argument("--cache-dir", default="default", help="cache of embeddings and DSIR features ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none' to disable)")
+    p.add_argument("--cache-dir", default="default", help="cache of embeddings and DSIR features, and where the pool's texts are spilled to a temporary file ($TUNESIFT_CACHE or ~/.cache/tunesift; 'none': no cache, texts spilled to the system's temporary folder)")
     add_device_argument(p)
     add_threads_argument(p)
     add_executor_arguments(p)
