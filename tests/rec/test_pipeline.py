@@ -212,3 +212,28 @@ def test_early_scores_saved_chunk_by_chunk_match_one_pass_and_resume(data, tmp_p
     resumed = scores(8, tmp_path / "chunked")
     assert calls == [8]  # the first two chunks came from disk
     np.testing.assert_allclose(resumed, whole, rtol=1e-6, atol=1e-9)
+    assert not list((tmp_path / "chunked").glob(f"{kind}.part*"))  # the parts go once the result is saved
+
+
+@pytest.mark.parametrize("stage", ["grand", "el2n", "influence", "effort"])
+def test_a_cached_stage_reads_back_in_candidate_order(data, lm_path, tmp_path, stage):
+    # regression: GraNd / EL2N are computed over length-sorted rows; their cache once held that order,
+    # so a second method on the same seed (CCS after EL2N) read scores of other users
+    from tunesift.output import Timer
+    from tunesift.rec.bigrec import BigRec
+    from tunesift.rec.pipeline import RecContext, RecSettings
+    from tunesift.rec.stages import StageCache
+
+    def run(cache):
+        settings = RecSettings.from_flat("bigrec", **FAST, llm=lm_path, early_chunk=8, effort_chunk=8)
+        ctx = RecContext(data, np.arange(24), 4, 0, settings, BigRec(settings.backbone, device="cpu", progress=False),
+                         StageCache(cache), Timer(), "cpu", progress=False)
+        return ctx.run(stage), ctx.stage_info[stage]["cached"]
+
+    computed, cached = run(tmp_path)
+    assert not cached
+    loaded, cached = run(tmp_path)
+    assert cached
+    np.testing.assert_array_equal(loaded, computed)
+    uncached, _ = run(None)
+    np.testing.assert_allclose(uncached, computed, rtol=1e-6, atol=1e-9)

@@ -89,13 +89,12 @@ class StageCache:
 
         ``factory()`` builds the worker (``slice -> values``) where the chunks run: once here, or once per
         actor of a Ray ``executor`` (:mod:`tunesift.executor`; None: here, in order). Chunks come back
-        in order and each is saved as it arrives."""
+        in order and each is saved as it arrives, as ``NAME.partNNNNN``. Returns the values in chunk
+        order; the parts stay on disk until :meth:`drop_parts`, so the caller saves its own result (which
+        may be these values reordered) first and a crash in between loses nothing."""
         from tunesift.executor import LocalExecutor
         from tunesift.executor import Stage as ChunkStage
 
-        done = self.load_array(name, key)
-        if done is not None:
-            return done
         part_key = stage_key(parent=key, chunk=chunk)
         slices = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
         parts: list[np.ndarray | None] = []
@@ -113,15 +112,13 @@ class StageCache:
             for k, arr in executor.map(stage, iter(todo)):
                 parts[k] = np.asarray(arr)
                 self.save_array(f"{name}.part{k:05d}", part_key, parts[k])
-        result = np.concatenate(parts) if parts else np.zeros(0)
-        self.save_array(name, key, result)
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def drop_parts(self, name: str) -> None:
+        """Delete the chunk files :meth:`chunked` saved for ``name``."""
         if self.folder is not None:
-            for k in range(len(parts)):
-                for suffix in (".npy", ".json"):
-                    p = self.path(f"{name}.part{k:05d}", suffix)
-                    if p is not None and p.exists():
-                        p.unlink()
-        return result
+            for p in self.folder.glob(f"{name}.part[0-9][0-9][0-9][0-9][0-9].*"):
+                p.unlink()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,7 +257,9 @@ class ChunkedStage(Stage):
         return run
 
     def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
-        ctx.cache.mark(self.name, key, info)  # the array itself was saved by ``chunked``
+        # the stage's result (e.g. scores put back in candidate order), not the chunks' concatenation
+        ctx.cache.save_array(self.name, key, result, info)
+        ctx.cache.drop_parts(self.name)
 
 
 class SurrogateStage(Stage):
@@ -352,8 +351,9 @@ class EarlyStage(ChunkedStage):
     def key(self, ctx: Any) -> str:
         # GraNd's key names the fix of its position-embedding norms, so no result from before it is reused
         fixed = {"shared_lookups": "dense"} if self.name == "grand" else {}
+        # "saved": caches from before the fix held the scores in length order, not candidate order
         return stage_key(surrogate=self.surrogate.key(ctx), pool=ctx.pool_hash, kind=self.name, names=self._names(),
-                         **fixed)
+                         saved="candidate order", **fixed)
 
     def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
         from tunesift.rec.influence import per_sample_gradient_norms
