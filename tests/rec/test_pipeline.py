@@ -237,3 +237,48 @@ def test_a_cached_stage_reads_back_in_candidate_order(data, lm_path, tmp_path, s
     np.testing.assert_array_equal(loaded, computed)
     uncached, _ = run(None)
     np.testing.assert_allclose(uncached, computed, rtol=1e-6, atol=1e-9)
+
+
+def test_influence_saved_piece_by_piece_resumes_with_the_same_numbers(data, tmp_path, monkeypatch):
+    from tunesift.output import Timer
+    from tunesift.rec.bigrec import BigRec
+    from tunesift.rec.influence import InfluenceParts
+    from tunesift.rec.pipeline import RecContext, RecSettings
+    from tunesift.rec.stages import StageCache
+
+    def influence(chunk, cache):
+        settings = RecSettings.from_flat("bigrec", **FAST, influence_chunk=chunk)
+        ctx = RecContext(data, np.arange(24), 4, 0, settings, BigRec(settings.backbone, device="cpu", progress=False),
+                         StageCache(cache), Timer(), "cpu", progress=False)
+        return ctx.influence(), ctx.stage_info["influence"]
+
+    whole, info = influence(10_000, tmp_path / "one")
+    assert info["chunk"] == 24 and info["lissa"]["converged"] in (True, False) and info["path"] == "positionwise"
+    unkilled, _ = influence(5, tmp_path / "unkilled")
+    np.testing.assert_allclose(unkilled, whole, rtol=1e-4, atol=1e-9)  # 5 chunks: sums per chunk
+
+    calls = {"gradient_sum": 0, "scores": 0, "inverse_hvp": 0}
+    real = {name: getattr(InfluenceParts, name) for name in calls}
+
+    def counting(name, die_at=None):
+        def wrapped(self, *args):
+            calls[name] += 1
+            if calls[name] == die_at:
+                raise KeyboardInterrupt
+            return real[name](self, *args)
+        return wrapped
+
+    for name in calls:
+        monkeypatch.setattr(InfluenceParts, name, counting(name, die_at=3 if name == "scores" else None))
+    with pytest.raises(KeyboardInterrupt):
+        influence(5, tmp_path / "killed")
+    assert calls == {"gradient_sum": 5, "inverse_hvp": 1, "scores": 3}
+    for name in calls:
+        calls[name] = 0
+        monkeypatch.setattr(InfluenceParts, name, counting(name))
+    resumed, info = influence(5, tmp_path / "killed")
+    assert calls == {"gradient_sum": 0, "inverse_hvp": 0, "scores": 3}  # H⁻¹v and two score chunks from disk
+    assert info["ihvp_cached"] and "lissa" in info
+    np.testing.assert_array_equal(resumed, unkilled)
+    assert not list((tmp_path / "killed").glob("influence.part*"))
+    assert not list((tmp_path / "killed").glob("influence.gradient.part*"))

@@ -246,6 +246,12 @@ def per_sample_gradient_norms(model: nn.Module, batch: Batch, names: Sequence[st
 def mean_gradient(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
                   batch_size: int = 1024, progress: bool = False, prepare: Prepare | None = None) -> torch.Tensor:
     """v = (1/N) Σ_j ∇θL(s_j): one ordinary backward per chunk of the summed losses. Returns (P,)."""
+    return gradient_sum(model, batch, names, batch_size, progress, prepare) / batch[0].shape[0]
+
+
+def gradient_sum(model: nn.Module, batch: Batch, names: Sequence[str] | None = None,
+                 batch_size: int = 1024, progress: bool = False, prepare: Prepare | None = None) -> torch.Tensor:
+    """Σ_j ∇θL(s_j) over the samples of ``batch``. Returns (P,)."""
     from tqdm.auto import tqdm
 
     params, rest = split_parameters(model, names)
@@ -255,7 +261,7 @@ def mean_gradient(model: nn.Module, batch: Batch, names: Sequence[str] | None = 
     summed = grad(lambda p, *b: losses(p, *b).sum())
     for sl in tqdm(list(_chunks(n, batch_size)), desc="mean gradient", unit="batch", disable=not progress):
         total += flatten(summed(params, *(prepare or _identity)([t[sl] for t in batch])))
-    return total / n
+    return total
 
 
 def hessian_vector_product(model: nn.Module, batch: Batch, vector: torch.Tensor,
@@ -509,12 +515,16 @@ class PositionwiseLoss:
         return _chunks(self.owner.shape[0], self.chunk_size)
 
     def mean_gradient(self, names: Sequence[str]) -> torch.Tensor:
+        return self.gradient_sum(names) / self.n_samples
+
+    def gradient_sum(self, names: Sequence[str]) -> torch.Tensor:
+        """Σ over the samples of ∇θL(s): (P,)."""
         params, rest = self.parameters_for(names)
         total = torch.zeros_like(flatten(params))
         summed = grad(lambda p, sl: self._weighted(p, rest, sl).sum())
         for sl in self._row_chunks():
             total += flatten(summed(params, sl))
-        return total / self.n_samples
+        return total
 
     def hvp(self, names: Sequence[str]) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
         """The ``hvp(indices, vector)`` callback of :func:`lissa` (Hessian of the mean over ``indices``)."""
@@ -598,6 +608,134 @@ class InfluenceResult:
         return out
 
 
+class InfluenceParts:
+    """The influence computation in its three steps, the first and last over chunks of the samples, so a
+    caller can save each finished piece (``tunesift.rec.stages.InfluenceStage``) and a killed run resumes:
+
+    1. :meth:`gradient_sum` of a chunk; v = (Σ over chunks) / N;
+    2. :meth:`inverse_hvp`: h from v (LiSSA or the exact solve) — its cost does not grow with N;
+    3. :meth:`scores` of a chunk: ∇θL(s) · h for its samples.
+
+    Memory: with the model's row split (:class:`PositionwiseLoss`) the rows are built per chunk, so no
+    more than one chunk's rows are held (a LiSSA step then builds the rows of the samples it draws). With
+    one chunk (``chunk`` ≥ N) the rows are built once and shared by the three steps — the numbers of
+    :func:`influence_scores`. Several chunks give the same numbers up to float rounding (the sums are
+    formed per chunk). Arguments as in :func:`influence_scores`; ``chunk``: samples per chunk.
+    """
+
+    def __init__(self, model: nn.Module, batch: Batch, names: Sequence[str] | None = None, solver: str = "lissa",
+                 lissa_settings: LissaSettings | None = None, batch_size: int = 256, scoring: str = "vmap",
+                 progress: bool = False, prepare: Prepare | None = None, positionwise: bool = True,
+                 chunk: int | None = None):
+        if solver not in ("lissa", "exact"):
+            raise ValueError(f"solver must be 'lissa' or 'exact', got {solver!r}")
+        if scoring not in ("vmap", "jvp"):
+            raise ValueError(f"scoring must be 'vmap' or 'jvp', got {scoring!r}")
+        self.model, self.batch, self.solver, self.scoring = model, batch, solver, scoring
+        self.settings = lissa_settings or LissaSettings()
+        self.names = list(names) if names is not None else [n for n, _ in model.named_parameters()]
+        self.batch_size, self.progress, self.prepare = batch_size, progress, prepare
+        self.n = int(batch[0].shape[0])
+        if chunk is not None and int(chunk) < 1:
+            raise ValueError(f"`chunk` must be at least 1, got {chunk}")
+        self.chunk = max(1, self.n if chunk is None else min(int(chunk), self.n))  # one chunk = the same numbers
+        self.slices = list(_chunks(self.n, self.chunk)) or [slice(0, 0)]
+        self._positionwise = positionwise and hasattr(model, "positionwise_loss")
+        self._rows: tuple[slice, PositionwiseLoss | None] | None = None
+        self.seconds: dict[str, float] = {}
+
+    def _part(self, sl: slice) -> list[torch.Tensor]:
+        return [t[sl] for t in self.batch]
+
+    def rows(self, sl: slice) -> PositionwiseLoss | None:
+        """The row split of the samples in ``sl`` (None when the model has none for these parameters);
+        the last one is kept, so the steps of a one-chunk run build it once."""
+        if not self._positionwise:
+            return None
+        if self._rows is None or self._rows[0] != sl:
+            t0 = time.perf_counter()
+            self._rows = (sl, self.model.positionwise_loss(self._part(sl), self.names))
+            self._add("rows", t0)
+            if self._rows[1] is None:
+                self._positionwise = False  # the subset reaches before the split: the full model throughout
+        return self._rows[1]
+
+    @property
+    def path(self) -> str:
+        return "positionwise" if self._positionwise else "full"
+
+    def _add(self, what: str, t0: float) -> None:
+        self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - t0
+
+    def gradient_sum(self, sl: slice) -> torch.Tensor:
+        """Σ over the samples in ``sl`` of ∇θL(s): (P,)."""
+        rows = self.rows(sl)
+        t0 = time.perf_counter()
+        if rows is not None:
+            out = rows.gradient_sum(self.names)
+        else:
+            out = gradient_sum(self.model, self._part(sl), self.names, batch_size=max(self.batch_size, 1024),
+                               progress=self.progress, prepare=self.prepare)
+        self._add("mean_gradient", t0)
+        return out
+
+    def _hvp(self) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
+        rows = self.rows(self.slices[0]) if len(self.slices) == 1 else None
+        if rows is not None:
+            return rows.hvp(self.names)
+        if not self._positionwise:
+            return model_hvp(self.model, self.batch, self.names, self.prepare)
+        device = self.batch[0].device
+
+        def hvp(indices: np.ndarray, vector: torch.Tensor) -> torch.Tensor:  # the drawn samples' rows only
+            drawn = self.model.positionwise_loss([t[torch.as_tensor(indices, device=device)] for t in self.batch],
+                                                 self.names)
+            return drawn.hvp(self.names)(np.arange(len(indices)), vector)
+
+        return hvp
+
+    def _hessian(self) -> torch.Tensor:
+        if not self._positionwise:
+            return hessian_matrix(self.model, self.batch, self.names, prepare=self.prepare)
+        total = None
+        for sl in self.slices:  # the mean Hessian of each chunk, weighted by its share of the samples
+            part = self.rows(sl).hessian(self.names) * ((sl.stop - sl.start) / self.n)
+            total = part if total is None else total + part
+        return total
+
+    def inverse_hvp(self, v: torch.Tensor) -> tuple[torch.Tensor, LissaResult | None]:
+        """h ≈ (H + damping·scale·I)⁻¹ v, and LiSSA's trace (None for the exact solve)."""
+        t0 = time.perf_counter()
+        if self.solver == "lissa":
+            result = lissa(self._hvp(), v, self.n, self.settings, progress=self.progress)
+            h, trace = result.h, result
+        else:
+            h, trace = exact_inverse_hvp(self._hessian(), v, self.settings.damping * self.settings.scale), None
+        self._add("inverse_hvp", t0)
+        return h, trace
+
+    def scores(self, sl: slice, h: torch.Tensor) -> torch.Tensor:
+        """(len,) ∇θL(s) · h for the samples in ``sl``."""
+        rows = self.rows(sl)
+        t0 = time.perf_counter()
+        part = self._part(sl)
+        if rows is not None:
+            out = rows.dot(self.names, h)
+        elif self.scoring == "jvp":
+            out = per_sample_dot(self.model, part, h, self.names, batch_size=max(self.batch_size, 1024),
+                                 prepare=self.prepare)
+        else:
+            from tqdm.auto import tqdm
+
+            out = [per_sample_gradients(self.model, [t[b] for t in part], self.names, self.batch_size,
+                                        self.prepare) @ h
+                   for b in tqdm(list(_chunks(part[0].shape[0], self.batch_size)), desc="influence", unit="batch",
+                                 disable=not self.progress)]
+            out = torch.cat(out) if out else torch.zeros(0)
+        self._add("scores", t0)
+        return out
+
+
 def influence_scores(
     model: nn.Module,
     batch: Batch,
@@ -609,6 +747,7 @@ def influence_scores(
     progress: bool = False,
     prepare: Prepare | None = None,
     positionwise: bool = True,
+    chunk: int | None = None,
 ) -> InfluenceResult:
     """Influence of every sample in ``batch`` on the training loss of ``model`` (in eval mode).
 
@@ -625,57 +764,23 @@ def influence_scores(
             its split (SASRec's default does), run every stage on the rows (:class:`PositionwiseLoss`):
             the same numbers up to rounding, the part before the subset computed once instead of at every
             step. ``scoring`` and ``batch_size`` then do not apply.
+        chunk: samples per chunk of the mean gradient and the scores (None: all at once); see
+            :class:`InfluenceParts`, which a caller that saves each chunk uses directly.
     """
-    if solver not in ("lissa", "exact"):
-        raise ValueError(f"solver must be 'lissa' or 'exact', got {solver!r}")
-    if scoring not in ("vmap", "jvp"):
-        raise ValueError(f"scoring must be 'vmap' or 'jvp', got {scoring!r}")
-    settings = lissa_settings or LissaSettings()
-    chosen_names = list(names) if names is not None else [n for n, _ in model.named_parameters()]
+    parts = InfluenceParts(model, batch, names, solver, lissa_settings, batch_size, scoring, progress, prepare,
+                           positionwise, chunk)
     was_training = model.training
     model.eval()
-    seconds = {}
     try:
-        rows = None
-        if positionwise and hasattr(model, "positionwise_loss"):
-            t0 = time.perf_counter()
-            rows = model.positionwise_loss(batch, chosen_names)
-            seconds["rows"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if rows is not None:
-            v = rows.mean_gradient(chosen_names)
-        else:
-            v = mean_gradient(model, batch, chosen_names, batch_size=max(batch_size, 1024), progress=progress,
-                              prepare=prepare)
-        seconds["mean_gradient"] = time.perf_counter() - t0
-        n = batch[0].shape[0]
-        t0 = time.perf_counter()
-        lissa_result = None
-        if solver == "lissa":
-            hvp = rows.hvp(chosen_names) if rows is not None else model_hvp(model, batch, chosen_names, prepare)
-            lissa_result = lissa(hvp, v, n, settings, progress=progress)
-            h = lissa_result.h
-        else:
-            hessian = rows.hessian(chosen_names) if rows is not None else hessian_matrix(model, batch, chosen_names,
-                                                                                          prepare=prepare)
-            h = exact_inverse_hvp(hessian, v, settings.damping * settings.scale)
-        seconds["inverse_hvp"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if rows is not None:
-            scores = rows.dot(chosen_names, h)
-        elif scoring == "jvp":
-            scores = per_sample_dot(model, batch, h, chosen_names, batch_size=max(batch_size, 1024), prepare=prepare)
-        else:
-            from tqdm.auto import tqdm
-
-            parts = []
-            for sl in tqdm(list(_chunks(n, batch_size)), desc="influence", unit="batch", disable=not progress):
-                parts.append(per_sample_gradients(model, [t[sl] for t in batch], chosen_names, batch_size,
-                                                  prepare) @ h)
-            scores = torch.cat(parts)
-        seconds["scores"] = time.perf_counter() - t0
+        total = None
+        for sl in parts.slices:
+            g = parts.gradient_sum(sl)
+            total = g if total is None else total + g
+        v = total / parts.n
+        h, trace = parts.inverse_hvp(v)
+        scores = torch.cat([parts.scores(sl, h) for sl in parts.slices])
     finally:
         model.train(was_training)
     return InfluenceResult(scores=scores.detach().cpu().double().numpy(), h=h.detach(), v_norm=float(v.norm()),
-                           parameters=chosen_names, solver=solver, lissa=lissa_result, seconds=seconds,
-                           path="positionwise" if rows is not None else "full")
+                           parameters=parts.names, solver=parts.solver, lissa=trace, seconds=parts.seconds,
+                           path=parts.path)

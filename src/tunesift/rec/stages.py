@@ -84,14 +84,16 @@ class StageCache:
             fault_point(f"stage:{name}")
 
     def chunked(self, name: str, key: str, n: int, chunk: int, factory: Callable[[], Callable[[slice], np.ndarray]],
-                progress: Callable[[int], None] | None = None, executor: Any = None) -> np.ndarray:
+                progress: Callable[[int], None] | None = None, executor: Any = None,
+                reduce: bool = False) -> np.ndarray:
         """Compute ``n`` values in chunks, saving each, so an interrupted run resumes where it stopped.
 
         ``factory()`` builds the worker (``slice -> values``) where the chunks run: once here, or once per
         actor of a Ray ``executor`` (:mod:`tunesift.executor`; None: here, in order). Chunks come back
         in order and each is saved as it arrives, as ``NAME.partNNNNN``. Returns the values in chunk
         order; the parts stay on disk until :meth:`drop_parts`, so the caller saves its own result (which
-        may be these values reordered) first and a crash in between loses nothing."""
+        may be these values reordered) first and a crash in between loses nothing. ``reduce``: each chunk
+        gives one row (e.g. a partial sum), so the result is (chunks, ...)."""
         from tunesift.executor import LocalExecutor
         from tunesift.executor import Stage as ChunkStage
 
@@ -100,7 +102,7 @@ class StageCache:
         parts: list[np.ndarray | None] = []
         for k, sl in enumerate(slices):
             arr = self.load_array(f"{name}.part{k:05d}", part_key)
-            if arr is not None and arr.shape[0] != sl.stop - sl.start:
+            if arr is not None and arr.shape[0] != (1 if reduce else sl.stop - sl.start):
                 arr = None
             if arr is not None and progress is not None:
                 progress(arr.shape[0])
@@ -110,7 +112,7 @@ class StageCache:
             executor = LocalExecutor() if executor is None else executor
             stage = ChunkStage(name=f"{name} chunks", key=f"{name}:{key}", factory=factory)
             for k, arr in executor.map(stage, iter(todo)):
-                parts[k] = np.asarray(arr)
+                parts[k] = np.asarray(arr)[None] if reduce else np.asarray(arr)
                 self.save_array(f"{name}.part{k:05d}", part_key, parts[k])
         return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -184,6 +186,9 @@ class InfluenceSettings:
     lissa_repeats: int = setting(1, "independent LiSSA estimates averaged")
     influence_scoring: str = setting("vmap", "vmap (per-sample gradients) or jvp (forward mode, same numbers)",
                                      choices=("vmap", "jvp"), key=False)
+    influence_chunk: int = setting(65536, "candidates per saved chunk of the influence's mean gradient and "
+                                          "scores (a killed run resumes at the first unfinished one; more "
+                                          "chunks: the same numbers up to float rounding)", key=False)
 
     def __post_init__(self) -> None:
         if self.influence_solver not in ("lissa", "exact"):
@@ -191,6 +196,7 @@ class InfluenceSettings:
         if self.influence_scoring not in ("vmap", "jvp"):
             raise ValueError(f"`influence_scoring` must be 'vmap' or 'jvp', got {self.influence_scoring!r}")
         self.influence_parameters = _as_names(self.influence_parameters)
+        _check_chunk("influence_chunk", self.influence_chunk)
         self.lissa_settings(0)
 
     def lissa_settings(self, seed: int):
@@ -211,8 +217,12 @@ class EarlySettings:
 
     def __post_init__(self) -> None:
         self.grand_parameters = _as_names(self.grand_parameters)
-        if isinstance(self.early_chunk, bool) or not isinstance(self.early_chunk, int) or self.early_chunk < 1:
-            raise ValueError(f"`early_chunk` must be a positive integer, got {self.early_chunk!r}")
+        _check_chunk("early_chunk", self.early_chunk)
+
+
+def _check_chunk(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,7 +313,9 @@ class SurrogateStage(Stage):
 
 
 class InfluenceStage(Stage):
-    """(N,) influence of each candidate on the surrogate's empirical risk (:mod:`tunesift.rec.influence`)."""
+    """(N,) influence of each candidate on the surrogate's empirical risk (:mod:`tunesift.rec.influence`),
+    in resumable pieces: the mean gradient's partial sums per chunk, then h = H⁻¹v (saved once, with
+    LiSSA's trace), then the scores per chunk; each piece is saved as it is done."""
 
     name = "influence"
 
@@ -321,16 +333,51 @@ class InfluenceStage(Stage):
                          scoring=s.influence_scoring)
 
     def compute(self, ctx: Any) -> tuple[np.ndarray, dict]:
-        from tunesift.rec.influence import influence_scores
+        import torch
+
+        from tunesift.rec.influence import InfluenceParts
         from tunesift.rec.sasrec import trim_padding
 
-        s = self.settings
+        s, key = self.settings, self.key(ctx)
         batch, order = ctx.pool_batch()
-        result = influence_scores(ctx.surrogate().model, batch, self._names(ctx), solver=s.influence_solver,
-                                  lissa_settings=s.lissa_settings(ctx.seed),
-                                  batch_size=ctx.surrogate_settings.gradient_batch_size,
-                                  scoring=s.influence_scoring, progress=ctx.progress, prepare=trim_padding)
-        return unsort(result.scores, order), result.info()
+        model = ctx.surrogate().model
+        parts = InfluenceParts(model, batch, self._names(ctx), solver=s.influence_solver,
+                               lissa_settings=s.lissa_settings(ctx.seed),
+                               batch_size=ctx.surrogate_settings.gradient_batch_size, scoring=s.influence_scoring,
+                               progress=ctx.progress, prepare=trim_padding, chunk=s.influence_chunk)
+        n, chunk = parts.n, parts.chunk
+        h_name, h_key = f"{self.name}.ihvp", stage_key(parent=key, chunk=chunk)
+        was_training = model.training
+        model.eval()
+        try:
+            h = ctx.cache.load_array(h_name, h_key)
+            if h is None:
+                sums = ctx.cache.chunked(f"{self.name}.gradient", key, n, chunk, lambda: lambda sl: (
+                    parts.gradient_sum(sl).cpu().numpy()), reduce=True)
+                v = torch.from_numpy(sums[0].copy())
+                for row in sums[1:]:  # in chunk order, as influence_scores adds them
+                    v += torch.from_numpy(row)
+                v = (v / n).to(batch[0].device)
+                h, trace = parts.inverse_hvp(v)
+                h_info = {"v_norm": float(v.norm()), **({"lissa": trace.info()} if trace is not None else {})}
+                h = h.detach().cpu().numpy()
+                ctx.cache.save_array(h_name, h_key, h, h_info)
+                ctx.cache.drop_parts(f"{self.name}.gradient")
+            else:
+                h_info = {**ctx.cache.info(h_name), "ihvp_cached": True}
+                log.info("influence: H⁻¹v read from the cache; scoring the candidates")
+            h_t = torch.from_numpy(h).to(batch[0].device)
+            scores = ctx.cache.chunked(self.name, key, n, chunk, lambda: lambda sl: (
+                parts.scores(sl, h_t).detach().cpu().double().numpy()))
+        finally:
+            model.train(was_training)
+        info = {"solver": parts.solver, "path": parts.path, "parameters": parts.names, "n_parameters": int(h.size),
+                "chunk": chunk, "seconds": {k: round(t, 3) for k, t in parts.seconds.items()}, **h_info}
+        return unsort(scores, order), info
+
+    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
+        ctx.cache.save_array(self.name, key, result, info)
+        ctx.cache.drop_parts(self.name)
 
 
 class EarlyStage(ChunkedStage):
