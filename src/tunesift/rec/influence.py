@@ -679,6 +679,13 @@ class InfluenceParts:
         self._add("mean_gradient", t0)
         return out
 
+    def mean(self, sums: Sequence[torch.Tensor]) -> torch.Tensor:
+        """v from the chunks' :meth:`gradient_sum` values, added in chunk order."""
+        total = sums[0].clone()
+        for g in sums[1:]:
+            total += g
+        return total / self.n
+
     def _hvp(self) -> Callable[[np.ndarray, torch.Tensor], torch.Tensor]:
         rows = self.rows(self.slices[0]) if len(self.slices) == 1 else None
         if rows is not None:
@@ -772,11 +779,7 @@ def influence_scores(
     was_training = model.training
     model.eval()
     try:
-        total = None
-        for sl in parts.slices:
-            g = parts.gradient_sum(sl)
-            total = g if total is None else total + g
-        v = total / parts.n
+        v = parts.mean([parts.gradient_sum(sl) for sl in parts.slices])
         h, trace = parts.inverse_hvp(v)
         scores = torch.cat([parts.scores(sl, h) for sl in parts.slices])
     finally:

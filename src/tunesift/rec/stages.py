@@ -312,10 +312,11 @@ class SurrogateStage(Stage):
         return trained, trained.info()
 
 
-class InfluenceStage(Stage):
+class InfluenceStage(ChunkedStage):
     """(N,) influence of each candidate on the surrogate's empirical risk (:mod:`tunesift.rec.influence`),
     in resumable pieces: the mean gradient's partial sums per chunk, then h = H⁻¹v (saved once, with
-    LiSSA's trace), then the scores per chunk; each piece is saved as it is done."""
+    LiSSA's trace), then the scores per chunk; each piece is saved as it is done. Its chunks run here,
+    in the driver (the surrogate is small), not on the run's executor."""
 
     name = "influence"
 
@@ -354,10 +355,7 @@ class InfluenceStage(Stage):
             if h is None:
                 sums = ctx.cache.chunked(f"{self.name}.gradient", key, n, chunk, lambda: lambda sl: (
                     parts.gradient_sum(sl).cpu().numpy()), reduce=True)
-                v = torch.from_numpy(sums[0].copy())
-                for row in sums[1:]:  # in chunk order, as influence_scores adds them
-                    v += torch.from_numpy(row)
-                v = (v / n).to(batch[0].device)
+                v = parts.mean([torch.from_numpy(row) for row in sums]).to(batch[0].device)
                 h, trace = parts.inverse_hvp(v)
                 h_info = {"v_norm": float(v.norm()), **({"lissa": trace.info()} if trace is not None else {})}
                 h = h.detach().cpu().numpy()
@@ -374,10 +372,6 @@ class InfluenceStage(Stage):
         info = {"solver": parts.solver, "path": parts.path, "parameters": parts.names, "n_parameters": int(h.size),
                 "chunk": chunk, "seconds": {k: round(t, 3) for k, t in parts.seconds.items()}, **h_info}
         return unsort(scores, order), info
-
-    def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
-        ctx.cache.save_array(self.name, key, result, info)
-        ctx.cache.drop_parts(self.name)
 
 
 class EarlyStage(ChunkedStage):
