@@ -367,7 +367,17 @@ def test_zero_shot_needs_a_causal_model_and_cpu_scale_defaults_to_smollm2(tmp_pa
 
     c = GotdBenchConfig.from_scale("cpu", str(tmp_path), task="ag_news", pool="p.jsonl", eval="zero-shot")
     assert c.model == "smollm2" and c.embedder == "minilm"
-    assert GotdBenchConfig.from_scale("cpu", str(tmp_path), task="ag_news", pool="p.jsonl").model == "minilm"
+    assert (c.budgets, c.seeds) == ([250, 1000], [0, 1, 2])  # the zero-shot grid, sized from measured runs
+    finetune = GotdBenchConfig.from_scale("cpu", str(tmp_path), task="ag_news", pool="p.jsonl")
+    assert (finetune.model, finetune.budgets, finetune.seeds) == ("minilm", [500, 2000], [0, 1])
+    given = GotdBenchConfig.from_scale("cpu", str(tmp_path), task="ag_news", pool="p.jsonl", eval="zero-shot",
+                                       model="tiny", budgets=[40], seeds=[5])
+    assert (given.model, given.budgets, given.seeds) == ("tiny", [40], [5])  # flags win over the eval's defaults
+    parser = argparse.ArgumentParser()
+    bench_gotd.register(parser.add_subparsers(dest="bench"))
+    args = parser.parse_args(["gotd", "--scale", "cpu", "--eval", "zero-shot", "--task", "ag_news", "--pool", "p.jsonl",
+                              "--first-seed", "2", "--out", str(tmp_path / "o")])
+    assert config_from_args(args).seeds == [2, 3, 4]
     with pytest.raises(ValueError, match="--objective mlm does not apply"):
         GotdBenchConfig.from_scale("tiny", str(tmp_path), eval="zero-shot", objective="mlm")
     with pytest.raises(ValueError, match="`eval` must be one of"):

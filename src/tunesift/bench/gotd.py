@@ -233,24 +233,23 @@ class GotdBenchConfig:
     progress: bool = True
 
     @staticmethod
-    def scale_defaults(scale: str) -> dict[str, Any]:
-        """The fields a scale sets (everything but ``out``, ``scale`` and the overrides)."""
+    def scale_defaults(scale: str, eval: str = DEFAULT_EVAL) -> dict[str, Any]:
+        """The fields a scale sets for an evaluation (everything but ``out``, ``scale`` and the overrides):
+        the scale's, with those the evaluation replaces at that scale (``WarmupEval.scale_settings``)."""
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-        s = SCALES[scale]
-        base = {k: v for k, v in asdict(s).items() if k in GotdBenchConfig.__dataclass_fields__}
-        base.update(budgets=list(s.budgets), seeds=list(range(s.seeds)),
+        fields = asdict(SCALES[scale])
+        if eval in evaluation_names():  # an unknown one: check() says so
+            fields.update(evaluation(eval).scale_settings.get(scale, {}))
+        base = {k: v for k, v in fields.items() if k in GotdBenchConfig.__dataclass_fields__}
+        base.update(budgets=list(fields["budgets"]), seeds=list(range(fields["seeds"])),
                     methods=["gotd", "dsir", "knn", "random", NO_PRETRAINING])
         return base
 
     @classmethod
     def from_scale(cls, scale: str, out: str, **overrides: Any) -> "GotdBenchConfig":
-        base = cls.scale_defaults(scale)
+        base = cls.scale_defaults(scale, overrides.get("eval") or DEFAULT_EVAL)
         base.update({k: v for k, v in overrides.items() if v is not None})
-        chosen = base.get("eval", DEFAULT_EVAL)
-        if overrides.get("model") is None and chosen in evaluation_names():  # an unknown one: check() says so
-            # e.g. zero-shot needs a causal LM: the packaged one in place of MiniLM
-            base["model"] = evaluation(chosen).scale_models.get(base["model"], base["model"])
         if base.get("task") is None:
             raise ValueError(f"--task is required at scale {scale!r} (a task name or a train/dev/test folder)")
         if base.get("pool") is None:
@@ -802,7 +801,7 @@ class GotdBench:
         parts = ["tunesift", "bench", "gotd", "--scale", c.scale, "--task", c.task, "--pool", c.pool,
                  "--methods", ",".join(c.methods), "--budgets", ",".join(map(str, c.budgets)),
                  "--seeds", str(len(c.seeds)), "--out", c.out]
-        default = GotdBenchConfig.scale_defaults(c.scale)
+        default = GotdBenchConfig.scale_defaults(c.scale, c.eval)
         own = tuple(k for e in evaluation_names() for k in evaluation(e).own_settings)
         for name in TUNABLE + ("objective", "text_field", "eval", "pretrain_lora_r") + own:
             value = getattr(c, name)
@@ -977,7 +976,8 @@ def config_from_args(args: argparse.Namespace) -> GotdBenchConfig:
     if args.first_seed < 0:
         raise ValueError(f"--first-seed must be non-negative, got {args.first_seed}")
     if args.seeds is not None or args.first_seed:
-        n = args.seeds if args.seeds is not None else SCALES[args.scale].seeds
+        default = GotdBenchConfig.scale_defaults(args.scale, args.eval)["seeds"]
+        n = args.seeds if args.seeds is not None else len(default)
         overrides["seeds"] = list(range(args.first_seed, args.first_seed + n))
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")

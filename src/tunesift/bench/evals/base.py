@@ -32,8 +32,9 @@ class WarmupEval:
             default with another evaluation, they are refused; recorded in the bench's identity only here.
         seeded_baseline: whether ``none`` (no pre-fine-tuning) depends on the seed (labels drawn per
             seed); if not, it runs once, on the first seed.
-        scale_models: a scale's default model -> the one this evaluation uses instead (a causal LM for
-            an encoder default).
+        scale_settings: scale name -> the scale's defaults this evaluation replaces (a causal LM for the
+            encoder default; budgets and seeds sized from this evaluation's measured cost); flags given on
+            the command line still win.
         title: appended to the results' title and metric label.
     """
 
@@ -41,7 +42,7 @@ class WarmupEval:
     objective: ClassVar[str] = "mlm"
     own_settings: ClassVar[tuple[str, ...]] = ()
     seeded_baseline: ClassVar[bool] = True
-    scale_models: ClassVar[dict[str, str]] = {}
+    scale_settings: ClassVar[dict[str, dict[str, Any]]] = {}
     title: ClassVar[str] = ""
 
     def __init__(self, config: "GotdBenchConfig"):

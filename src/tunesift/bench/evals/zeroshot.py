@@ -21,7 +21,13 @@ class ZeroShotEval(WarmupEval):
     objective = "causal"
     own_settings = ("template", "verbalizer", "length_norm")
     seeded_baseline = False  # the starting model scored without labels: the same for every seed
-    scale_models = {"minilm": "smollm2"}  # the packaged causal LM in place of the packaged encoder
+    scale_settings = {
+        # the packaged causal LM in place of the packaged encoder. At `cpu`, a run of SmolLM2-135M on one
+        # loaded core costs ~5 min at budget 250 and 8-19 min at 1,000 (README, *Warm-up*): 5 methods x
+        # 2 budgets x 3 seeds (`none` once, 25 runs) are ~3.5 h on one core, under 2 h as two benches
+        "cpu": {"model": "smollm2", "budgets": (250, 1000), "seeds": 3},
+        "gpu": {"model": "smollm2"},
+    }
     title = " (zero-shot)"
 
     def __init__(self, config):
