@@ -233,12 +233,14 @@ class GotdBenchConfig:
     progress: bool = True
 
     @staticmethod
-    def scale_defaults(scale: str, eval: str = DEFAULT_EVAL) -> dict[str, Any]:
-        """The fields a scale sets for an evaluation (everything but ``out``, ``scale`` and the overrides):
-        the scale's, with those the evaluation replaces at that scale (``WarmupEval.scale_settings``)."""
+    def scale_defaults(scale: str, eval: str | None = None) -> dict[str, Any]:
+        """The fields a scale sets for an evaluation (None: the default one), everything but ``out``,
+        ``scale`` and the overrides: the scale's, with those the evaluation replaces at that scale
+        (``WarmupEval.scale_settings``)."""
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
         fields = asdict(SCALES[scale])
+        eval = eval or DEFAULT_EVAL
         if eval in evaluation_names():  # an unknown one: check() says so
             fields.update(evaluation(eval).scale_settings.get(scale, {}))
         base = {k: v for k, v in fields.items() if k in GotdBenchConfig.__dataclass_fields__}
@@ -248,7 +250,7 @@ class GotdBenchConfig:
 
     @classmethod
     def from_scale(cls, scale: str, out: str, **overrides: Any) -> "GotdBenchConfig":
-        base = cls.scale_defaults(scale, overrides.get("eval") or DEFAULT_EVAL)
+        base = cls.scale_defaults(scale, overrides.get("eval"))
         base.update({k: v for k, v in overrides.items() if v is not None})
         if base.get("task") is None:
             raise ValueError(f"--task is required at scale {scale!r} (a task name or a train/dev/test folder)")
@@ -890,6 +892,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     scale = "the scale's"
+
+    def eval_defaults(field: str) -> str:  # "; zero-shot at cpu: 250,1000": where an evaluation sets its own
+        own = [f"{name} at {at}: {','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+               for name in evaluation_names() for at, fields in evaluation(name).scale_settings.items()
+               if (v := fields.get(field)) is not None]
+        return "".join("; " + o for o in own)
+
     p.add_argument("--pool", default=None, help="pool file (.jsonl/.csv/.tsv/.parquet, e.g. from "
                    "benchmarks/text_pool.py); 'synthetic' (the tiny scale's default)")
     p.add_argument("--task", default=None, help="task name (chemprot, sci-cite, mag, sst-2, cola, mrpc, rte, mr, cr, "
@@ -901,8 +910,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help="comma-separated pool methods and/or 'none' "
                    "(default: gotd,dsir,knn,random,none)")
     p.add_argument("--budgets", default=None,
-                   help=f"comma-separated numbers of pool examples to pre-fine-tune on ({scale})")
-    p.add_argument("--seeds", type=int, default=None, help=f"runs per method and budget, seeds 0..N-1 ({scale})")
+                   help=f"comma-separated numbers of pool examples to pre-fine-tune on ({scale}"
+                   f"{eval_defaults('budgets')})")
+    p.add_argument("--seeds", type=int, default=None, help=f"runs per method and budget, seeds 0..N-1 "
+                   f"({scale}{eval_defaults('seeds')})")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--model", default=None, help="'tiny', 'minilm', 'smollm2' (SmolLM2-135M, causal) or a local "
                    "model folder; an encoder is pre-fine-tuned with masked LM, a decoder with causal LM (the scale's; "
