@@ -152,6 +152,28 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, monkeypatch):
         _run(tmp_path, ["random"], label_budget=70)
 
 
+def test_two_benches_share_one_folder_each_run_done_once(tmp_path, monkeypatch):
+    """A run another live process holds is skipped, not redone; the bench finishing last reports it."""
+    import torch
+
+    from tunesift.io.lock import LOCK_NAME, hold_lock
+
+    torch.set_num_threads(1)
+    bench, _ = _run(tmp_path, ["random", "none"])
+    held = {"method": "random", "budget": 50, "seed": 0}
+    ran = []
+    real = GotdBench.run_one
+    monkeypatch.setattr(GotdBench, "run_one", lambda self, m, *a: ran.append(m) or real(self, m, *a))
+    with hold_lock(bench.store.run_dir(held) / LOCK_NAME, "the other bench"):  # as a second process would
+        files = bench.run()
+    assert ran == ["none"] and not bench.store.is_done(held)
+    assert "| none | 0 | 1 |" in files.markdown.read_text()
+    again, _ = _run(tmp_path, ["random", "none"])  # the other bench gone: its run is done here, none is not
+    files = again.run()
+    assert ran == ["none", "random"] and again.store.is_done(held)
+    assert "| random | 50 | 1 |" in files.markdown.read_text()
+
+
 def _check_per_example(out, records, n_test):
     """Every run saved (N,) correctness = (predicted == labels), whose mean is its test accuracy."""
     for r in records:
