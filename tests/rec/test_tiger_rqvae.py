@@ -306,6 +306,18 @@ def test_training_is_deterministic_under_the_seed():
     assert not np.array_equal(a.codes, c.codes)
 
 
+def test_a_read_only_array_trains_like_a_writable_one_without_a_warning():
+    """The embedding cache is opened read-only (a memory map): training copies it, no torch warning."""
+    x, _ = _blobs(n_clusters=6, per_cluster=20, dim=8, spread=0.2, seed=3)
+    s = RQVAESettings(levels=2, codebook_size=4, epochs=2, seed=0, **SMALL)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = train_rqvae(frozen, s)
+    assert np.array_equal(a.codes, train_rqvae(x, s).codes)
+
+
 def test_clustered_data_level_one_codes_recover_the_clusters():
     x, labels = _blobs(n_clusters=8, per_cluster=60, dim=16, spread=0.05, seed=8)
     result = train_rqvae(x, RQVAESettings(levels=2, codebook_size=8, epochs=40, dead_code_every=5,

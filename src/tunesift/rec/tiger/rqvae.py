@@ -341,7 +341,11 @@ class RQVAE(nn.Module):
 
 
 def _as_tensor(embeddings: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
+    if not isinstance(embeddings, torch.Tensor):
+        embeddings = np.asarray(embeddings)
+        if not embeddings.flags.writeable:  # e.g. a read-only memory map of the embedding cache: torch
+            embeddings = embeddings.copy()  # cannot share it safely (and warns)
+    x = torch.as_tensor(embeddings)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"`embeddings` must be a non-empty 2-D array (N, d), got shape {tuple(x.shape)}")
     if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
