@@ -29,3 +29,14 @@ def test_write_selection_files(tmp_path):
     assert m["seed"] == 3 and m["budget"] == 2 and "numpy" in m["versions"]
     with pytest.raises(ValueError, match="budget 5"):
         write_selection(tmp_path, ids, scores, order, 5, rows, {})
+
+
+def test_the_manifest_records_torch_threads(tmp_path):
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        paths = write_selection(tmp_path, ["a", "b"], np.array([0.2, 0.1]), np.array([0, 1]), 1, None, {})
+        assert json.loads(paths["manifest"].read_text())["versions"]["torch_threads"] == "1"
+    finally:
+        torch.set_num_threads(threads)

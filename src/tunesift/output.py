@@ -36,6 +36,9 @@ def versions() -> dict[str, str]:
     for pkg in ("tunesift", "numpy", "scipy", "torch", "transformers", "sentence-transformers", "peft", "pyarrow"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # CPU results depend on it in the last bits (reduction order), which can move a pick
+        out["torch_threads"] = str(torch.get_num_threads())
     return out
 
 
