@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import math
 import os
 import re
@@ -19,10 +20,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from tunesift.io.atomic import atomic_write, write_json
 from tunesift.output import pyplot
+
+log = logging.getLogger("tunesift")
 
 # ---------------------------------------------------------------------------------------------------
 # Time and peak memory
@@ -213,6 +216,31 @@ class RunStore:
         from tunesift.io.lock import LOCK_NAME, hold_lock
 
         return hold_lock(self.run_dir(key) / LOCK_NAME, f"run {run_id(key)}")
+
+    def claimed(self, keys: Sequence[Mapping[str, Any]], log_prefix: Callable[[int, Mapping[str, Any]], str]):
+        """Yield ``(i, key)`` (1-based) for each unfinished key while this process holds its claim; skip keys
+        that are done (before, or by another process meanwhile) and keys another live process holds
+        (logged with ``log_prefix(i, key)``), then log how many were held elsewhere."""
+        from tunesift.io.lock import FolderBusyError
+
+        busy = 0
+        for i, key in enumerate(keys, 1):
+            if self.is_done(key):
+                continue
+            held = self.claim(key)
+            try:
+                held.__enter__()
+            except FolderBusyError as e:
+                log.info("%s: %s; skipped here", log_prefix(i, key), e)
+                busy += 1
+                continue
+            try:
+                if not self.is_done(key):  # finished by another process since the list was made
+                    yield i, key
+            finally:
+                held.__exit__(None, None, None)
+        if busy:
+            log.info("%d run(s) were running in another process; rerun (or wait for it) to include them", busy)
 
     def is_done(self, key: Mapping[str, Any]) -> bool:
         return (self.run_dir(key) / "result.json").exists()

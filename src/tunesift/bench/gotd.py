@@ -707,38 +707,25 @@ class GotdBench:
         ``--out`` folder (e.g. one process per core): a run another live process holds is skipped here, and
         the last bench to finish writes results with every finished run.
         """
-        from tunesift.io.lock import FolderBusyError
-
         units = self.units()
         todo = [u for u in units if not self.store.is_done(u)]
         log.info("bench gotd: task %s (%s), pool %d rows (%d dev/test duplicates dropped), %d runs, %d to do",
                  self.task.name, self.task.metric, len(self.pool), self.leaks_dropped, len(units), len(todo))
         orders: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
-        busy = 0
-        for i, u in enumerate(todo, 1):
+        name = lambda i, u: f"[{i}/{len(todo)}] {u['method']} budget {u['budget']} seed {u['seed']}"  # noqa: E731
+        for i, u in self.store.claimed(todo, name):
             method, budget, seed = u["method"], u["budget"], u["seed"]
-            try:
-                with self.store.claim(u):
-                    if self.store.is_done(u):  # finished by another process since the list was made
-                        continue
-                    order, sel_s = None, 0.0
-                    if method != NO_PRETRAINING:
-                        if (method, seed) not in orders:
-                            orders[(method, seed)] = self.ranking(method, seed)
-                        order, sel_s = orders[(method, seed)]
-                    t0 = time.perf_counter()
-                    record = self.run_one(method, budget, seed, order, sel_s)
-                    self.store.save(u, record)
-            except FolderBusyError as e:
-                log.info("[%d/%d] %s budget %d seed %d: %s; skipped here", i, len(todo), method, budget, seed, e)
-                busy += 1
-                continue
+            order, sel_s = None, 0.0
+            if method != NO_PRETRAINING:
+                if (method, seed) not in orders:
+                    orders[(method, seed)] = self.ranking(method, seed)
+                order, sel_s = orders[(method, seed)]
+            t0 = time.perf_counter()
+            record = self.run_one(method, budget, seed, order, sel_s)
+            self.store.save(u, record)
             fault_point("bench:run")
-            log.info("[%d/%d] %s budget %d seed %d: test %s %.4f, LM loss %.3f -> %.3f (%.0f s)", i, len(todo),
-                     method, budget, seed, self.task.metric, record["test_score"], record["lm_loss_before"],
-                     record["lm_loss_after"], time.perf_counter() - t0)
-        if busy:
-            log.info("%d run(s) were running in another process; rerun (or wait for it) to include them", busy)
+            log.info("%s: test %s %.4f, LM loss %.3f -> %.3f (%.0f s)", name(i, u), self.task.metric,
+                     record["test_score"], record["lm_loss_before"], record["lm_loss_after"], time.perf_counter() - t0)
 
     def composition_table(self, records: list[dict], top: int = 5) -> str:
         """Markdown: the ``top`` pool domains of each (method, budget) selection, mean share over seeds."""

@@ -461,32 +461,21 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
         raise ValueError("seeds is empty")
     bench = RecBench(data, out, scale, backbone=backbone, budget=budget, device=device, cache_dir=cache_dir,
                      progress=progress, format=format, data_seed=data_seed, executor=executor)
-    from tunesift.io.lock import FolderBusyError
-
-    ran, busy = [], []
-    keys = [(m, s) for s in seeds for m in methods]  # seed-major: a stopped bench has every method's first seed
+    ran = []
+    # seed-major: a stopped bench has every method's first seed
+    keys = [{"method": m, "seed": s} for s in seeds for m in methods]
     t0 = time.perf_counter()
-    for i, (method, seed) in enumerate(keys, 1):
-        key = {"method": method, "seed": seed}
+    name = lambda i, k: f"[{i}/{len(keys)}] {k['method']} seed {k['seed']}"  # noqa: E731
+    for i, key in enumerate(keys, 1):
         if bench.store.is_done(key):
-            log.info("[%d/%d] %s seed %d: done before, skipped", i, len(keys), method, seed)
-            continue
-        try:
-            with bench.store.claim(key):
-                if bench.store.is_done(key):  # finished by another process while we waited
-                    continue
-                log.info("[%d/%d] %s seed %d ...", i, len(keys), method, seed)
-                rec = bench.run(method, seed)
-        except FolderBusyError as e:
-            log.info("[%d/%d] %s seed %d: %s; skipped here", i, len(keys), method, seed, e)
-            busy.append(key)
-            continue
+            log.info("%s: done before, skipped", name(i, key))
+    for i, key in bench.store.claimed(keys, name):
+        log.info("%s ...", name(i, key))
+        rec = bench.run(key["method"], key["seed"])
         ran.append(key)
-        log.info("[%d/%d] %s seed %d: %s (%.0f s so far)", i, len(keys), method, seed,
-                 ", ".join(f"{m} {rec[m]:.4f}" for m in bench.metric_names()), time.perf_counter() - t0)
+        log.info("%s: %s (%.0f s so far)", name(i, key), ", ".join(f"{m} {rec[m]:.4f}" for m in bench.metric_names()),
+                 time.perf_counter() - t0)
         bench.write(*_finished(bench, methods), command)
     records, order = _finished(bench, methods)
     files = bench.write(records, order, command)
-    if busy:
-        log.info("%d run(s) were running in another process; rerun (or wait for it) to include them", len(busy))
     return RecBenchResult(records=records, out=bench.out, files=files, ran=ran)
