@@ -348,6 +348,13 @@ def test_zero_shot_bench_end_to_end_through_the_cli(tmp_path):
     assert "--eval zero-shot" in md
     paired = md.split("## Paired comparisons", 1)[1]
     assert "### budget 50" in paired and "Δ vs none [95% CI]" in paired and "| none | 1 |" in paired
+    # run to run: dsir and random share seeds 0 and 1; none has one run, so nothing is paired with it over seeds
+    over = json.loads((out / "results.json").read_text())["paired"]["over seeds"]["50"]
+    assert set(over) == {"dsir"} and set(over["dsir"]) == {"random"}
+    acc = {k: r["test_accuracy"] for k, r in by.items()}
+    assert over["dsir"]["random"]["differences"] == pytest.approx(
+        [acc[("dsir", s)] - acc[("random", s)] for s in (0, 1)], abs=1e-12)
+    assert "Δ accuracy vs random over seeds [95% t-interval]" in paired
     settings = json.loads((out / "bench.json").read_text())
     assert settings["eval"] == "zero-shot" and settings["length_norm"] == "sum"
     assert settings["zero_shot_prompt"]["verbalizers"] == {"label0": " label0", "label1": " label1"}

@@ -186,6 +186,16 @@ def test_cli_tiger_bench_with_ablations_paired_statistics_and_references(games, 
     assert per["dealrec"].shape == (2, 16)
     diff = rows["dealrec"]["differences"]["random"]["diff"]
     assert diff == pytest.approx(per["dealrec"].mean() - per["random"].mean(), abs=1e-12)
+    # run to run: seed s of dealrec paired with seed s of random, a t-test over the two seeds
+    from scipy.stats import ttest_rel
+
+    over = data["paired"]["over seeds"]["recall@10"]["dealrec"]["random"]
+    assert over["seeds"] == [0, 1]
+    assert over["differences"] == pytest.approx(list(per["dealrec"].mean(1) - per["random"].mean(1)), abs=1e-12)
+    same = over["differences"][0] == over["differences"][1]
+    if not same:
+        assert over["p_value"] == pytest.approx(ttest_rel(per["dealrec"].mean(1), per["random"].mean(1)).pvalue)
+    assert "Run-to-run" in md and "Δ recall@10 vs random over seeds [95% t-interval]" in md
     run = data["runs"][0]
     assert run["n_test_users"] == 16 and 0 <= run["recall@20"] <= 1 and "best_epoch" in run
     sel = json.loads((out / "runs" / "method=dealrec,seed=0" / "selection.json").read_text())

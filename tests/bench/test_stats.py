@@ -353,3 +353,69 @@ def test_markdown_golden():
     assert significant_differences(comps[:1]) == []
     with pytest.raises(ValueError, match="`digits`"):
         significant_differences(comps, digits=-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run to run: a paired t-interval over seeds
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_seed_paired_difference_equals_scipy_ttest_rel_and_the_closed_form():
+    from scipy.stats import t, ttest_rel
+
+    rng = np.random.default_rng(3)
+    a = {s: float(v) for s, v in enumerate(rng.normal(0.30, 0.05, size=5))}
+    b = {s: float(v) for s, v in enumerate(rng.normal(0.25, 0.05, size=5))}
+    b[7] = 0.9  # a seed only b ran is not paired
+    d = stats.seed_paired_difference(a, b, confidence=0.9)
+    xa, xb = [a[s] for s in range(5)], [b[s] for s in range(5)]
+    oracle = ttest_rel(xa, xb)
+    assert d.seeds == (0, 1, 2, 3, 4)
+    assert d.p_value == pytest.approx(oracle.pvalue, rel=1e-12)
+    low, high = oracle.confidence_interval(confidence_level=0.9)
+    assert (d.low, d.high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    # plain loop: mean, sample sd, t quantile
+    diffs = [x - y for x, y in zip(xa, xb)]
+    mean = sum(diffs) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 4)
+    assert d.diff == pytest.approx(mean, rel=1e-12) and d.se == pytest.approx(sd / math.sqrt(5), rel=1e-12)
+    assert d.high - d.diff == pytest.approx(t.ppf(0.95, 4) * sd / math.sqrt(5), rel=1e-12)
+    assert d.differences == pytest.approx(tuple(diffs), rel=1e-12)
+
+
+def test_seed_paired_difference_edge_cases():
+    same = stats.seed_paired_difference({0: 0.1, 1: 0.2}, {0: 0.1, 1: 0.2})
+    assert (same.diff, same.low, same.high, same.p_value, same.significant) == (0.0, 0.0, 0.0, 1.0, False)
+    shifted = stats.seed_paired_difference({0: 0.5, 1: 0.75}, {0: 0.25, 1: 0.5})  # +0.25 on every seed
+    assert shifted.diff == 0.25 and shifted.low == shifted.high == 0.25 and shifted.p_value == 0.0
+    assert shifted.significant
+    with pytest.raises(ValueError, match="at least two seeds run by both"):
+        stats.seed_paired_difference({0: 0.1, 1: 0.2}, {1: 0.3, 2: 0.4})
+    with pytest.raises(ValueError, match=r"`a`\[1\] must be a finite number"):
+        stats.seed_paired_difference({0: 0.1, 1: float("nan")}, {0: 0.3, 1: 0.4})
+    with pytest.raises(TypeError, match="seed '0' that is not an integer"):
+        stats.seed_paired_difference({"0": 0.1, 1: 0.2}, {0: 0.3, 1: 0.4})
+
+
+def test_run_means_are_row_means_keyed_by_seed():
+    values = {"random": np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]]), "none": np.array([0.0, 1.0])}
+    assert stats.run_means(values, {"random": [2, 5], "none": [0]}) == {"random": {2: 0.5, 5: 0.75}, "none": {0: 0.5}}
+    with pytest.raises(ValueError, match=r"seeds\['random'\]"):
+        stats.run_means(values, {"random": [2], "none": [0]})
+    with pytest.raises(ValueError, match=r"seeds\['random'\]"):
+        stats.run_means(values, {"random": [2, 2], "none": [0]})
+
+
+def test_seed_markdown_pairs_only_shared_seeds_and_bolds_significant_rows():
+    runs = {"gotd": {0: 0.80, 1: 0.81, 2: 0.82}, "dsir": {0: 0.70, 1: 0.74, 2: 0.69},
+            "knn": {0: 0.71}, "random": {0: 0.70, 1: 0.71, 2: 0.72}}
+    md, numbers = stats.seed_markdown(runs, ["random"], metric="accuracy", digits=3)
+    lines = md.splitlines()
+    assert lines[0] == "| method | Δ accuracy vs random over seeds [95% t-interval] |"
+    gotd = next(x for x in lines if x.startswith("| gotd |"))
+    dsir = next(x for x in lines if x.startswith("| dsir |"))
+    assert "**+0.100 [+0.100, +0.100]** p<0.001, 3 seeds (+0.100, +0.100, +0.100)" in gotd
+    assert "**" not in dsir and "3 seeds" in dsir
+    assert not any(x.startswith("| knn |") for x in lines)  # one seed: no spread to estimate
+    assert set(numbers) == {"gotd", "dsir"} and numbers["dsir"]["random"]["seeds"] == [0, 1, 2]
+    assert stats.seed_markdown({"knn": {0: 0.7}, "random": {0: 0.7}}, ["random"]) == ("", {})

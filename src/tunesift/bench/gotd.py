@@ -746,9 +746,11 @@ class GotdBench:
             lines.append(f"| {method} | {budget} | " + ", ".join(f"{d} {100 * v:.0f}%" for d, v in best) + " |")
         return "\n".join(lines) + "\n"
 
-    def per_example(self, records: Sequence[dict]) -> tuple[dict[tuple[str, int], np.ndarray], int]:
+    def per_example(self, records: Sequence[dict], seeds: dict[tuple[str, int], list[int]] | None = None
+                    ) -> tuple[dict[tuple[str, int], np.ndarray], int]:
         """(method, budget) -> (seeds, N) per-test-example correctness (0/1) of the finished runs, and how
-        many finished runs have none (finished before runs saved it, or on other test texts)."""
+        many finished runs have none (finished before runs saved it, or on other test texts); ``seeds``,
+        when given, is filled with (method, budget) -> the seed of each row."""
         out: dict[tuple[str, int], list[np.ndarray]] = {}
         missing = 0
         for r in sorted(records, key=lambda r: r["seed"]):
@@ -762,36 +764,44 @@ class GotdBench:
                     missing += 1
                     continue
                 out.setdefault((r["method"], r["budget"]), []).append(z["correct"].astype(np.float64))
+            if seeds is not None:
+                seeds.setdefault((r["method"], r["budget"]), []).append(int(r["seed"]))
         return {k: np.stack(v) for k, v in out.items()}, missing
 
     def paired_tables(self, records: Sequence[dict]) -> tuple[str, dict]:
         """Markdown of the paired comparisons (one table per budget: each method against ``none`` and
         ``random`` at that budget, on the same test texts) and their numbers for results.json."""
-        from tunesift.bench.stats import compare_methods, markdown, significant_differences
+        from tunesift.bench.stats import compare_methods, markdown, run_means, seed_markdown, significant_differences
 
         c = self.config
-        values, missing = self.per_example(records)
+        seeds: dict[tuple[str, int], list[int]] = {}
+        values, missing = self.per_example(records, seeds)
         parts, numbers = [], {}
         for budget in c.budgets:
-            group = {m: values[(m, 0 if m == NO_PRETRAINING else budget)] for m in c.methods
-                     if (m, 0 if m == NO_PRETRAINING else budget) in values}
+            keys = {m: (m, 0 if m == NO_PRETRAINING else budget) for m in c.methods}
+            group = {m: values[k] for m, k in keys.items() if k in values}
             if not group or (set(group) == {NO_PRETRAINING} and budget != c.budgets[0]):
                 continue  # `none` alone: one table is enough
             refs = [r for r in REFERENCES if r in group]
             comparisons = compare_methods(group, refs, seed=0)
             numbers[str(budget)] = [x.to_dict() for x in comparisons]
             significant = significant_differences(comparisons)
+            by_seed, over_seeds = seed_markdown(run_means(group, {m: seeds[keys[m]] for m in group}), refs, "accuracy")
+            if over_seeds:
+                numbers.setdefault("over seeds", {})[str(budget)] = over_seeds
             parts.append(f"### budget {budget}\n\n" + markdown(comparisons, metric="accuracy", references=refs)
                          + "Significant (95% CI of the paired difference excludes 0): "
-                         + ("; ".join(significant) if significant else "none") + ".\n")
+                         + ("; ".join(significant) if significant else "none") + ".\n"
+                         + ("\n" + by_seed if by_seed else ""))
         if not parts:
             return "", {}
         n = len(self.test)
         head = ("\n## Paired comparisons\n\nAccuracy (per-example correctness) on the same "
                 f"{n} test texts: bootstrap over the test texts (10,000 resamples), each method's correctness "
                 "averaged over its seeds per text; Δ = method − reference (`none`: no pre-fine-tuning; `random`: "
-                "the same budget). **Bold**: the 95% CI excludes 0. The interval does not include seed-to-seed "
-                "variation of a method as a whole (see the std in the table above).")
+                "the same budget). **Bold**: the 95% CI excludes 0. That interval does not include seed-to-seed "
+                "variation of a method as a whole; the run-to-run table under it (methods with two or more seeds "
+                "in common with the reference) does.")
         if self.task.metric != "accuracy":
             head += (f" (The task's own metric, {self.task.metric}, is not a mean over examples: it is in the table "
                      "above.)")

@@ -333,8 +333,10 @@ class RecBench:
     def metric_names(self) -> list[str]:
         return [f"recall@{k}" for k in self.scale.ks] + [f"ndcg@{k}" for k in self.scale.ks]
 
-    def per_user(self, records: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
-        """metric -> method -> (seeds, n_test_users) per-user values of the finished runs."""
+    def per_user(self, records: Sequence[dict], seeds: dict[str, list[int]] | None = None
+                 ) -> dict[str, dict[str, np.ndarray]]:
+        """metric -> method -> (seeds, n_test_users) per-user values of the finished runs; ``seeds``, when
+        given, is filled with method -> the seed of each row."""
         out: dict[str, dict[str, list[np.ndarray]]] = {m: {} for m in self.metric_names()}
         for r in records:
             path = self.store.run_dir({"method": r["method"], "seed": r["seed"]}) / "per_user.npz"
@@ -343,13 +345,16 @@ class RecBench:
             with np.load(path) as z:
                 for m in self.metric_names():
                     out[m].setdefault(r["method"], []).append(z[m])
+            if seeds is not None:
+                seeds.setdefault(r["method"], []).append(int(r["seed"]))
         return {m: {k: np.stack(v) for k, v in by.items()} for m, by in out.items()}
 
     def paired_tables(self, records: Sequence[dict], methods: Sequence[str]) -> tuple[str, dict]:
         """Markdown of each metric's CIs and paired differences to random and full, and the numbers."""
-        from tunesift.bench.stats import compare_methods, markdown
+        from tunesift.bench.stats import compare_methods, markdown, run_means, seed_markdown, significant_differences
 
-        per_user = self.per_user(records)
+        seeds: dict[str, list[int]] = {}
+        per_user = self.per_user(records, seeds)
         references = self.reference_rankers()
         parts, numbers = [], {}
         for metric, by_method in per_user.items():
@@ -361,11 +366,15 @@ class RecBench:
             refs = [r for r in REFERENCES if r in ordered]
             comparisons = compare_methods(ordered, refs, seed=0)
             numbers[metric] = [c.to_dict() for c in comparisons]
-            significant = [f"{c.method} vs {r} {d.diff:+.4f} (p={d.p_value:.3f})" for c in comparisons
-                           for r, d in c.differences.items() if d.significant]
+            significant = significant_differences(comparisons)
+            by_seed, over_seeds = seed_markdown(
+                run_means({m: by_method[m] for m in methods if m in by_method}, seeds), refs, metric)
+            if over_seeds:
+                numbers.setdefault("over seeds", {})[metric] = over_seeds
             parts.append(f"### {metric}\n\n" + markdown(comparisons, metric=metric, references=refs)
                          + "Significant (95% CI of the paired difference excludes 0): "
-                         + ("; ".join(significant) if significant else "none") + ".\n")
+                         + ("; ".join(significant) if significant else "none") + ".\n"
+                         + ("\n" + by_seed if by_seed else ""))
         return "\n".join(parts), numbers
 
     def write(self, records: list[dict], methods: Sequence[str], command: str = "") -> dict[str, Path]:
@@ -390,8 +399,9 @@ class RecBench:
         if paired:
             extra = ("\n## Paired comparisons\n\nBootstrap over the test users (10,000 resamples), each method's "
                      "per-user values averaged over its seeds; Δ = method − reference on the same users. **Bold**: "
-                     "the 95% CI excludes 0. The interval does not include seed-to-seed variation of a method "
-                     "as a whole (see the std in the table above).\n\n" + paired)
+                     "the 95% CI excludes 0. That interval does not include seed-to-seed variation of a method "
+                     "as a whole; the run-to-run table under it (methods with two or more seeds in common with "
+                     "the reference) does.\n\n" + paired)
         files = write_results(self.out, records, ["method"], self.metric_names(),
                               f"DEALRec bench ({bb.name} backbone)", settings=self.settings, order=list(methods),
                               cost_metrics=cost, notes="\n\n".join(n for n in notes if n),

@@ -20,7 +20,11 @@ the percentile interval of ``δ*``; the p-value is the two-sided shift-method te
 
 What the interval covers: which test examples were drawn, and the seed noise of each example's value
 (averaged over seeds). It does not cover a shift shared by all examples of one seed (one seed's model
-being better everywhere); with the handful of seeds a bench runs, that cannot be estimated well anyway.
+being better everywhere). That run-to-run variation is what ``seed_paired_difference`` measures: the
+runs of two methods with the same seed are paired, and the mean of their S differences of the metric
+(each a mean over the N examples) gets a Student-t interval and a paired t-test with S − 1 degrees of
+freedom (Student 1908; ``scipy.stats.ttest_rel`` on the run means). With 2–3 seeds that interval is
+wide, which is the point: it shows how little a handful of runs says about methods as a whole.
 
 Cost: O(n_boot · N) time and O(chunk · N) memory. Resamples are drawn ``chunk`` at a time as an index
 matrix ``rng.integers(0, N, size=(chunk, N))`` (by default at most ~4M indices, i.e. ~64 MiB with the
@@ -41,10 +45,15 @@ __all__ = [
     "Comparison",
     "Estimate",
     "PairedDifference",
+    "SeedPairedDifference",
     "bootstrap_mean",
     "compare_methods",
     "markdown",
     "paired_difference",
+    "run_means",
+    "seed_comparisons",
+    "seed_markdown",
+    "seed_paired_difference",
     "significant_differences",
 ]
 
@@ -145,6 +154,39 @@ class Comparison:
             "estimate": self.estimate.to_dict(),
             "differences": {ref: d.to_dict() for ref, d in self.differences.items()},
         }
+
+
+@dataclass(frozen=True)
+class SeedPairedDifference:
+    """The mean over seeds of ``run_a(s) − run_b(s)``, the two methods' runs with the same seed s.
+
+    Attributes:
+        diff: d̄, the mean of the per-seed differences of the run-level metric.
+        low, high: Student-t interval ``d̄ ± t_{1−α/2, S−1} · sd / √S`` at ``confidence``.
+        se: ``sd / √S`` (sd with ddof=1).
+        p_value: two-sided paired t-test of δ = 0 (1.0 when every difference is exactly 0).
+        seeds: the seeds both methods ran, in increasing order (S = len(seeds) >= 2).
+        differences: the per-seed differences, in the order of ``seeds``.
+        confidence: the interval's coverage.
+        significant: (property) whether the interval excludes 0.
+    """
+
+    diff: float
+    low: float
+    high: float
+    se: float
+    p_value: float
+    seeds: tuple[int, ...]
+    differences: tuple[float, ...]
+    confidence: float
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0.0 or self.high < 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "seeds": list(self.seeds), "differences": list(self.differences),
+                "significant": self.significant}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,6 +420,81 @@ def compare_methods(per_example: Mapping[str, Any], references: Sequence[str], n
     return list(out.values())
 
 
+def _run_values(values: Any, name: str) -> dict[int, float]:
+    """``{seed: run-level metric}`` from a mapping; ValueError naming a bad seed or value."""
+    if not isinstance(values, Mapping):
+        raise TypeError(f"`{name}` must be a mapping of seed -> the run's metric, got {type(values).__name__}")
+    out = {}
+    for seed, v in values.items():
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"`{name}` has a seed {seed!r} that is not an integer")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(float(v)):
+            raise ValueError(f"`{name}`[{seed}] must be a finite number, got {v!r}")
+        out[int(seed)] = float(v)
+    return out
+
+
+def run_means(values: Mapping[str, Any], seeds: Mapping[str, Sequence[int]]) -> dict[str, dict[int, float]]:
+    """method -> seed -> the run's mean over examples, from (S, N) per-example values and the seed of
+    each row (``seeds[method]``, S of them)."""
+    out = {}
+    for m, v in values.items():
+        x = _as_values(v, f"values[{m!r}]")
+        row_seeds = [int(s) for s in seeds[m]]
+        if len(row_seeds) != x.shape[0] or len(set(row_seeds)) != len(row_seeds):
+            raise ValueError(f"`seeds[{m!r}]` must name the distinct seed of each of the {x.shape[0]} rows of "
+                             f"values[{m!r}], got {row_seeds}")
+        out[str(m)] = {s: float(row.mean()) for s, row in zip(row_seeds, x)}
+    return out
+
+
+def seed_paired_difference(a: Mapping[int, float], b: Mapping[int, float],
+                           confidence: float = 0.95) -> SeedPairedDifference:
+    """Paired t-interval over seeds of ``a − b``: each seed's run of a against the same seed's run of b.
+
+    Args:
+        a: seed -> method a's run-level metric (e.g. the mean Recall@10 over the test users of that run).
+        b: seed -> method b's, on the same test examples; only the seeds in both are paired.
+        confidence: the interval's coverage, in (0, 1).
+    Returns:
+        ``SeedPairedDifference``. ValueError when fewer than two seeds are in both (no spread to estimate).
+    """
+    _check_settings(100, confidence, 0, None)
+    xa, xb = _run_values(a, "a"), _run_values(b, "b")
+    seeds = tuple(sorted(set(xa) & set(xb)))
+    if len(seeds) < 2:
+        raise ValueError(f"a paired t-interval over seeds needs at least two seeds run by both methods; "
+                         f"a has seeds {sorted(xa)}, b has {sorted(xb)}")
+    d = np.array([xa[s] - xb[s] for s in seeds])
+    n, mean = len(d), float(d.mean())
+    if (d == d[0]).all() and d[0] == 0.0:
+        return SeedPairedDifference(0.0, 0.0, 0.0, 0.0, 1.0, seeds, tuple(d.tolist()), float(confidence))
+    from scipy import stats as sps
+
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    half = float(sps.t.ppf(1.0 - (1.0 - confidence) / 2, n - 1)) * se
+    if se == 0.0:  # every seed moved by the same non-zero amount: no spread, the sign is certain
+        p = 0.0
+    else:
+        p = float(2.0 * sps.t.sf(abs(mean) / se, n - 1))
+    return SeedPairedDifference(mean, mean - half, mean + half, se, p, seeds, tuple(d.tolist()), float(confidence))
+
+
+def seed_comparisons(runs: Mapping[str, Mapping[int, float]], references: Sequence[str],
+                     confidence: float = 0.95) -> dict[str, dict[str, SeedPairedDifference]]:
+    """method -> reference -> ``seed_paired_difference(method, reference)`` for every pair with two or
+    more common seeds (others, and a method against itself, are left out)."""
+    if isinstance(references, str):
+        references = [references]
+    out: dict[str, dict[str, SeedPairedDifference]] = {}
+    for m, xm in runs.items():
+        for r in dict.fromkeys(references):
+            if r == m or r not in runs or len(set(xm) & set(runs[r])) < 2:
+                continue
+            out.setdefault(m, {})[r] = seed_paired_difference(xm, runs[r], confidence)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------------------
@@ -443,6 +560,42 @@ def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: 
         notes.append(f"Smallest detectable difference (two-sided {100 * (1 - first.confidence):g}%, "
                      f"{100 * power:g}% power): " + "; ".join(mdes) + ".")
     return "\n".join(lines + notes) + "\n"
+
+
+def seed_markdown(runs: Mapping[str, Mapping[int, float]], references: Sequence[str], metric: str = "metric",
+                  digits: int = 4, confidence: float = 0.95) -> tuple[str, dict[str, dict[str, dict]]]:
+    """A Markdown table of the run-to-run paired differences (``seed_comparisons``) and their numbers.
+
+    One line per method that has a reference with two or more common seeds: per reference the seeds
+    paired, ``Δ [t-interval] p`` (bold where the interval excludes 0) and the per-seed differences.
+    Returns ("", {}) when no pair has two common seeds.
+    """
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise ValueError(f"`digits` must be a non-negative integer, got {digits!r}")
+    found = seed_comparisons(runs, references, confidence)
+    if not found:
+        return "", {}
+    refs = [r for r in dict.fromkeys(references) if any(r in d for d in found.values())]
+    level, f = f"{100 * confidence:g}%", f".{digits}f"
+    head = ["method"] + [f"Δ {_cell(metric)} vs {_cell(r)} over seeds [{level} t-interval]" for r in refs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for m, by_ref in found.items():
+        cells = [_cell(m)]
+        for r in refs:
+            d = by_ref.get(r)
+            if d is None:
+                cells.append("—")
+                continue
+            text = f"{d.diff:+{f}} [{d.low:+{f}}, {d.high:+{f}}]"
+            per_seed = ", ".join(f"{x:+{f}}" for x in d.differences)
+            cells.append((f"**{text}**" if d.significant else text)
+                         + f" {_p(d.p_value)}, {len(d.seeds)} seeds ({per_seed})")
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nRun-to-run: each seed's run paired with the reference's run of the same seed, the metric a "
+            f"mean over the test examples of that run; mean of the per-seed differences with a Student-t "
+            f"{level} interval and a paired t-test over seeds. **Bold**: the interval excludes 0.")
+    as_dicts = {m: {r: d.to_dict() for r, d in by_ref.items()} for m, by_ref in found.items()}
+    return "\n".join(lines) + "\n" + note + "\n", as_dicts
 
 
 def significant_differences(comparisons: Sequence[Comparison], digits: int = 4) -> list[str]:
