@@ -21,6 +21,10 @@ mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of tha
   solve, ``scores.parquet`` and ``selected.jsonl``; peak RSS of that process from GNU ``time``, and
   its picks compared with the mode before it. ``--cli-method knn`` runs kNN (TAPT/c) instead: a
   memory-mapped pool of more than 2^18 rows is searched part by part (``tunesift.pool.knn_parts``).
+- ``cli-ray1`` / ``cli-ray2``: the ``cli`` command with ``--ray local --ray-workers 1|2`` (a local Ray
+  instance started by the command, its start included in the time): with 2 workers the Sinkhorn runs over
+  2 actors that each read their rows of the file; with 1 the split job runs in the driver. Peak RSS is
+  the driver's (the actors are Ray's processes, not the command's children).
 - ``cli-shards``: the same command on the same texts written as a folder of JSONL shards of
   ``--shard-rows`` rows (texts packed into one buffer — a memory-mapped temporary file in the cache's
   ``spill/`` folder — and ids computed from the shards, rows read back from the shards for
@@ -40,6 +44,7 @@ Examples::
     python benchmarks/scale.py --n 20000 --threads 1    # a quick check
     python benchmarks/scale.py --n 10000000 --dir /big/disk --keep --json
     python benchmarks/scale.py --n 100000 500000 --modes mmap ray1 ray2
+    python benchmarks/scale.py --n 1000000 --modes cli cli-ray1 cli-ray2   # the whole command over Ray actors
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("memory", "mmap", "ray1", "ray2", "cli", "cli-shards")
+MODES = ("memory", "mmap", "ray1", "ray2", "cli", "cli-shards", "cli-ray1", "cli-ray2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,8 +171,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: Path,
-            sharded: bool = False) -> tuple[dict, np.ndarray]:
-    """``tunesift gotd`` on the precomputed matrices; (its figures, the selected rows)."""
+            sharded: bool = False, ray_workers: int = 0) -> tuple[dict, np.ndarray]:
+    """``tunesift gotd`` on the precomputed matrices (with ``--ray local`` on ``ray_workers`` > 0);
+    (its figures, the selected rows)."""
     import shutil
 
     pad = f"_b{args.text_bytes}" if args.text_bytes else ""
@@ -199,6 +205,8 @@ def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: 
     if args.cli_method == "gotd":
         cmd += ["--epsilon", str(args.epsilon), "--threshold", str(args.threshold), "--max-iter", str(args.max_iter),
                 "--block-size", str(args.block_size)]
+    if ray_workers:
+        cmd += ["--ray", "local", "--ray-workers", str(ray_workers)]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     wall = time.perf_counter() - t0
@@ -208,7 +216,7 @@ def run_cli(args: argparse.Namespace, n: int, pool: Path, target: Path, folder: 
     with open(out / "selected.jsonl") as f:
         rows = np.sort(np.array([int(json.loads(line)["text"].split()[1]) for line in f]))
     shutil.rmtree(out, ignore_errors=True)
-    return {"mode": "cli", "load_s": 0.0, "solve_s": wall, "wall_s": wall, "n_iter": -1, "converged": True,
+    return {"mode": "cli" if not ray_workers else f"cli-ray{ray_workers}", "load_s": 0.0, "solve_s": wall, "wall_s": wall, "n_iter": -1, "converged": True,
             "error": float("nan"), "peak_rss_mb": int(peak.split()[1]) / 1024, "rss_before_pool_mb": 0.0}, rows
 
 
@@ -251,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             picks = {}
             for mode in args.modes:
                 if mode.startswith("cli"):
-                    results[mode], picks[mode] = run_cli(args, n, pool, target, folder, sharded=mode == "cli-shards")
+                    results[mode], picks[mode] = run_cli(args, n, pool, target, folder, sharded=mode == "cli-shards",
+                                                         ray_workers=int(mode[7:]) if mode.startswith("cli-ray") else 0)
                     fs[mode] = fs[args.modes[0]] if not args.modes[0].startswith("cli") else np.zeros(n)
                 else:
                     f_out = folder / f"f_{mode}_n{n}.npy"
