@@ -599,9 +599,9 @@ def seed_markdown(runs: Mapping[str, Mapping[int, float]], references: Sequence[
 
 
 def significant_differences(comparisons: Sequence[Comparison], digits: int = 4) -> list[str]:
-    """``"method vs reference +0.0123 (p=0.004)"`` for every paired difference whose interval excludes 0,
-    in the order of ``comparisons`` and of each one's references."""
+    """``"method vs reference +0.0123 (p=0.004)"`` (``p<0.001`` below that) for every paired difference
+    whose interval excludes 0, in the order of ``comparisons`` and of each one's references."""
     if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
         raise ValueError(f"`digits` must be a non-negative integer, got {digits!r}")
-    return [f"{c.method} vs {r} {d.diff:+.{digits}f} (p={d.p_value:.3f})" for c in comparisons
+    return [f"{c.method} vs {r} {d.diff:+.{digits}f} ({_p(d.p_value)})" for c in comparisons
             for r, d in c.differences.items() if d.significant]
