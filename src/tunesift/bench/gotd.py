@@ -771,7 +771,7 @@ class GotdBench:
     def paired_tables(self, records: Sequence[dict]) -> tuple[str, dict]:
         """Markdown of the paired comparisons (one table per budget: each method against ``none`` and
         ``random`` at that budget, on the same test texts) and their numbers for results.json."""
-        from tunesift.bench.stats import compare_methods, markdown, run_means, seed_markdown, significant_differences
+        from tunesift.bench.stats import paired_section
 
         c = self.config
         seeds: dict[tuple[str, int], list[int]] = {}
@@ -782,17 +782,11 @@ class GotdBench:
             group = {m: values[k] for m, k in keys.items() if k in values}
             if not group or (set(group) == {NO_PRETRAINING} and budget != c.budgets[0]):
                 continue  # `none` alone: one table is enough
-            refs = [r for r in REFERENCES if r in group]
-            comparisons = compare_methods(group, refs, seed=0)
-            numbers[str(budget)] = [x.to_dict() for x in comparisons]
-            significant = significant_differences(comparisons)
-            by_seed, over_seeds = seed_markdown(run_means(group, {m: seeds[keys[m]] for m in group}), refs, "accuracy")
+            text, numbers[str(budget)], over_seeds = paired_section(
+                group, {m: seeds[keys[m]] for m in group}, REFERENCES, "accuracy", f"budget {budget}")
             if over_seeds:
                 numbers.setdefault("over seeds", {})[str(budget)] = over_seeds
-            parts.append(f"### budget {budget}\n\n" + markdown(comparisons, metric="accuracy", references=refs)
-                         + "Significant (95% CI of the paired difference excludes 0): "
-                         + ("; ".join(significant) if significant else "none") + ".\n"
-                         + ("\n" + by_seed if by_seed else ""))
+            parts.append(text)
         if not parts:
             return "", {}
         n = len(self.test)

@@ -351,7 +351,7 @@ class RecBench:
 
     def paired_tables(self, records: Sequence[dict], methods: Sequence[str]) -> tuple[str, dict]:
         """Markdown of each metric's CIs and paired differences to random and full, and the numbers."""
-        from tunesift.bench.stats import compare_methods, markdown, run_means, seed_markdown, significant_differences
+        from tunesift.bench.stats import paired_section
 
         seeds: dict[str, list[int]] = {}
         per_user = self.per_user(records, seeds)
@@ -363,18 +363,10 @@ class RecBench:
                             for ref, by in references.items()})
             if not ordered:
                 continue
-            refs = [r for r in REFERENCES if r in ordered]
-            comparisons = compare_methods(ordered, refs, seed=0)
-            numbers[metric] = [c.to_dict() for c in comparisons]
-            significant = significant_differences(comparisons)
-            by_seed, over_seeds = seed_markdown(
-                run_means({m: by_method[m] for m in methods if m in by_method}, seeds), refs, metric)
+            text, numbers[metric], over_seeds = paired_section(ordered, seeds, REFERENCES, metric, metric)
             if over_seeds:
                 numbers.setdefault("over seeds", {})[metric] = over_seeds
-            parts.append(f"### {metric}\n\n" + markdown(comparisons, metric=metric, references=refs)
-                         + "Significant (95% CI of the paired difference excludes 0): "
-                         + ("; ".join(significant) if significant else "none") + ".\n"
-                         + ("\n" + by_seed if by_seed else ""))
+            parts.append(text)
         return "\n".join(parts), numbers
 
     def write(self, records: list[dict], methods: Sequence[str], command: str = "") -> dict[str, Path]:

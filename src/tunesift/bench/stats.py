@@ -50,6 +50,7 @@ __all__ = [
     "compare_methods",
     "markdown",
     "paired_difference",
+    "paired_section",
     "run_means",
     "seed_comparisons",
     "seed_markdown",
@@ -605,3 +606,23 @@ def significant_differences(comparisons: Sequence[Comparison], digits: int = 4) 
         raise ValueError(f"`digits` must be a non-negative integer, got {digits!r}")
     return [f"{c.method} vs {r} {d.diff:+.{digits}f} ({_p(d.p_value)})" for c in comparisons
             for r, d in c.differences.items() if d.significant]
+
+
+def paired_section(per_example: Mapping[str, Any], seeds: Mapping[str, Sequence[int]], references: Sequence[str],
+                   metric: str, heading: str) -> tuple[str, list[dict], dict]:
+    """One section of a bench's ``results.md``: the bootstrap table (``compare_methods`` against those of
+    ``references`` present, with the significant differences listed) and under it the run-to-run table
+    (``seed_markdown`` over the methods in ``seeds``: method -> the seed of each row of its values).
+
+    Returns:
+        (markdown, the comparisons as dicts, the run-to-run numbers — {} when no pair shares two seeds).
+    """
+    refs = [r for r in references if r in per_example]
+    comparisons = compare_methods(per_example, refs, seed=0)
+    significant = significant_differences(comparisons)
+    by_seed, over_seeds = seed_markdown(run_means({m: v for m, v in per_example.items() if m in seeds}, seeds),
+                                        refs, metric)
+    text = (f"### {heading}\n\n" + markdown(comparisons, metric=metric, references=refs)
+            + "Significant (95% CI of the paired difference excludes 0): "
+            + ("; ".join(significant) if significant else "none") + ".\n" + ("\n" + by_seed if by_seed else ""))
+    return text, [c.to_dict() for c in comparisons], over_seeds
