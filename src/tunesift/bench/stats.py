@@ -96,7 +96,26 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class PairedDifference:
+class _Difference:
+    """A difference between two methods with its interval and p-value (the fields both tests share)."""
+
+    diff: float
+    low: float
+    high: float
+    se: float
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval excludes 0 (the only case a table may say "better" or "worse")."""
+        return self.low > 0.0 or self.high < 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "significant": self.significant}
+
+
+@dataclass(frozen=True)
+class PairedDifference(_Difference):
     """The paired difference ``mean(a) − mean(b)`` of two methods on the same test examples.
 
     Attributes:
@@ -112,11 +131,6 @@ class PairedDifference:
         significant: (property) whether the interval excludes 0.
     """
 
-    diff: float
-    low: float
-    high: float
-    se: float
-    p_value: float
     mde: float
     n_examples: int
     n_seeds_a: int
@@ -124,14 +138,6 @@ class PairedDifference:
     confidence: float
     power: float
     n_boot: int
-
-    @property
-    def significant(self) -> bool:
-        """True when the interval excludes 0 (the only case a table may say "better" or "worse")."""
-        return self.low > 0.0 or self.high < 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "significant": self.significant}
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class SeedPairedDifference:
+class SeedPairedDifference(_Difference):
     """The mean over seeds of ``run_a(s) − run_b(s)``, the two methods' runs with the same seed s.
 
     Attributes:
@@ -172,22 +178,12 @@ class SeedPairedDifference:
         significant: (property) whether the interval excludes 0.
     """
 
-    diff: float
-    low: float
-    high: float
-    se: float
-    p_value: float
     seeds: tuple[int, ...]
     differences: tuple[float, ...]
     confidence: float
 
-    @property
-    def significant(self) -> bool:
-        return self.low > 0.0 or self.high < 0.0
-
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seeds": list(self.seeds), "differences": list(self.differences),
-                "significant": self.significant}
+        return {**super().to_dict(), "seeds": list(self.seeds), "differences": list(self.differences)}
 
 
 # ---------------------------------------------------------------------------------------------------
