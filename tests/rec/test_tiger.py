@@ -310,3 +310,102 @@ def test_step_budget_validates_every_n_steps_and_stops_at_the_budget(tmp_path, m
     stops.prepare(data)
     _, early = stops.train(data, range(40), seed=2, full=False, folder=tmp_path / "patience")
     assert early["stopped_early"] and early["train_steps"] % 2 == 0 and early["train_steps"] < 50 * 7
+
+
+def _raw_run(bb, data, users, seed, **fit):
+    """A fresh model trained by train_tiger without validation (the last weights kept)."""
+    import dataclasses
+
+    from tunesift.rec.tiger.train import train_tiger
+
+    model = bb.new_model(seed)
+    settings = dataclasses.replace(bb.settings.fit, **fit)
+    train_tiger(model, bb._pairs(data, users, "train"), bb.tokens, settings, seed, progress=False)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_weight_average_is_the_moving_average_of_the_raw_trajectory(tmp_path):
+    from tunesift.rec.tiger.train import ema_decay
+
+    data = pattern_data(n_users=40)  # 7 steps an epoch: the trajectory crosses an epoch boundary
+    bb = _tiger(tmp_path, epochs=50)
+    bb.prepare(data)
+    users, steps, decay = range(40), 9, 0.8
+    trajectory = [{k: v.detach().clone() for k, v in bb.new_model(4).state_dict().items()}]
+    trajectory += [_raw_run(bb, data, users, 4, max_steps=t) for t in range(1, steps + 1)]
+    average = _raw_run(bb, data, users, 4, max_steps=steps, ema=decay)
+    for name, w0 in trajectory[0].items():  # a plain loop over the saved weights of every step
+        expected = w0.double()
+        for t in range(1, steps + 1):
+            d = min(decay, (1 + t) / (10 + t))
+            expected = d * expected + (1 - d) * trajectory[t][name].double()
+        torch.testing.assert_close(average[name].double(), expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(average["shared.weight"], trajectory[-1]["shared.weight"])  # it is not the raw model
+    assert ema_decay(0.999, 0) == 0.1 and ema_decay(0.999, 10**6) == 0.999
+
+
+def test_cosine_learning_rate_closed_form_and_settings_checks():
+    from tunesift.rec.tiger.settings import TigerFitSettings
+    from tunesift.rec.tiger.train import learning_rate
+
+    s = TigerFitSettings(lr=2e-3, warmup_steps=10, schedule="cosine", max_steps=110)
+    assert learning_rate(s, 5) == pytest.approx(1e-3)  # warm-up: linear
+    assert learning_rate(s, 10) == pytest.approx(2e-3)
+    for step in (35, 60, 85):
+        assert learning_rate(s, step) == pytest.approx(1e-3 * (1 + np.cos(np.pi * (step - 10) / 100)))
+    assert learning_rate(s, 110) == pytest.approx(0.0, abs=1e-12)
+    constant = TigerFitSettings(lr=2e-3, warmup_steps=10)
+    assert learning_rate(constant, 5) == pytest.approx(1e-3) and learning_rate(constant, 500) == 2e-3
+    with pytest.raises(ValueError, match="max_steps"):
+        TigerFitSettings(schedule="cosine")
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="ema"):
+            TigerFitSettings(ema=bad)
+    with pytest.raises(ValueError, match="select_on"):
+        TigerFitSettings(select_on="accuracy")
+
+
+def test_validation_loss_matches_a_per_sample_loop(tiny_t5):
+    from tunesift.rec.tiger.train import validation_loss
+
+    model, pairs, tok, _ = tiny_t5
+    got = validation_loss(model, pairs, tok, batch_size=4)
+    model.eval()
+    with torch.no_grad():
+        losses = [float(sample_losses(model, *pad_batch(pairs, np.array([i]), tok)).item()) for i in range(len(pairs))]
+    assert got == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_loss_selection_keeps_the_lowest_validation_loss_and_resumes_with_the_average(tmp_path, monkeypatch):
+    import tunesift.rec.tiger.train as train_module
+    from tunesift.rec.tiger.train import validation_loss
+
+    data = pattern_data(n_users=40)
+    fit = dict(epochs=50, eval_every_steps=3, max_steps=16, select_on="loss", ema=0.7, schedule="cosine")
+    bb = _tiger(tmp_path, **fit)
+    bb.prepare(data)
+    model, record = bb.train(data, range(40), seed=5, full=False, folder=tmp_path / "clean")
+    history = json.loads((tmp_path / "clean" / "train.json").read_text())["history"]
+    checks = [h for h in history if h.get("validation")]
+    assert [h["step"] for h in checks] == [3, 6, 9, 12, 15, 16] and all("loss" in h for h in checks)
+    best = min(checks, key=lambda h: h["loss"])
+    assert record["best_step"] == best["step"] and record["val_loss"] == best["loss"]
+    valid = bb._pairs(data, [u for u in range(40) if data.valid[u]], "valid")  # the kept model is the best one
+    assert validation_loss(model, valid, bb.tokens) == pytest.approx(best["loss"], abs=1e-5)
+
+    real, calls = train_module.length_batches, {"n": 0}
+
+    def dying(*args, **kwargs):  # the second epoch dies after the first (and its average) is checkpointed
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "length_batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        bb.train(data, range(40), seed=5, full=False, folder=tmp_path / "killed")
+    monkeypatch.setattr(train_module, "length_batches", real)
+    resumed, again = bb.train(data, range(40), seed=5, full=False, folder=tmp_path / "killed")
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert again == record

@@ -259,10 +259,13 @@ class Tiger(Backbone):
         usage = ", ".join(f"{u:.2f}" for u in ids.get("usage", []))
         return (f"TIGER from scratch: T5 {s.encoder_layers}+{s.decoder_layers} layers, d_model {s.d_model}, {s.heads} "
                 f"heads of {s.d_kv}, MLP {s.d_ff}, dropout {s.dropout}; history of {s.max_history} items, "
-                f"{s.user_tokens} user tokens; AdamW lr {f.lr}, batch {f.batch_size}, up to {f.epochs} epochs"
+                f"{s.user_tokens} user tokens; AdamW lr {f.lr} ({f.warmup_steps} warm-up steps, then {f.schedule})"
+                + (f", weights averaged (EMA {f.ema})" if f.ema is not None else "")
+                + f", batch {f.batch_size}, up to {f.epochs} epochs"
                 + (f" and {f.max_steps} optimizer steps" if f.max_steps else "")
                 + (f", validated every {f.eval_every_steps} steps" if f.eval_every_steps else "")
-                + f", patience {f.patience} on validation Recall@K (at most {f.max_val} validation users, "
+                + f", patience {f.patience} on validation "
+                + ("Recall@K" if f.select_on == "recall" else "loss") + f" (at most {f.max_val} validation users, "
                 f"{'every user with a validation item' if f.valid_users == 'all' else 'of the users trained on'}), "
                 f"{f.beams} beams, {s.precision}. Semantic IDs: RQ-VAE {s.rqvae.levels}x{s.rqvae.codebook_size} "
                 f"codes" + (f", usage per level {usage}, collision rate {ids.get('collision_rate', 0):.4f} (largest "

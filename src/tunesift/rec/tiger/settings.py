@@ -68,6 +68,8 @@ class RQVAESettings:
 
 
 PRECISIONS = ("float32", "bfloat16")
+SCHEDULES = ("constant", "cosine")
+SELECT_ON = ("recall", "loss")
 
 
 @dataclass
@@ -81,9 +83,18 @@ class TigerFitSettings:
     epochs: int = setting(200, "most training epochs (early stopping usually ends sooner)")
     full_epochs: int | None = setting(None, "most epochs of `full` training (default: epochs)")
     warmup_steps: int = setting(20, "optimizer steps of linear learning-rate warm-up")
+    schedule: str = setting("constant", "learning rate after the warm-up: constant, or cosine (decays to 0 at "
+                                        "`max_steps`, which it needs)", choices=SCHEDULES, key="unless-default")
+    ema: float | None = setting(
+        None, "decay of an exponential moving average of the weights, updated after every optimizer step; the "
+        "average is what is validated, kept and ranked with (none: the raw weights)", key="unless-default")
     max_grad_norm: float | None = setting(1.0, "clip the global gradient norm (none: no clipping)")
     eval_every: int = setting(1, "epochs between validations")
     patience: int = setting(10, "validations without a better Recall@K before stopping (0: never)")
+    select_on: str = setting(
+        "recall", "what validation compares: recall (Recall@K, then NDCG@K, by constrained beam search; noisy "
+        "with few hits) or loss (mean cross-entropy of the validation items' codes, teacher-forced: one "
+        "forward pass, so every validation user can be read often)", choices=SELECT_ON, key="unless-default")
     max_steps: int | None = setting(
         None, "stop after this many optimizer steps (none: `epochs` alone ends training); with "
         "`eval_every_steps`, every method trains on the same step budget whatever the size of its pick",
@@ -110,6 +121,13 @@ class TigerFitSettings:
         for name in ("warmup_steps", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}")
+        for name, allowed in (("schedule", SCHEDULES), ("select_on", SELECT_ON)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.schedule == "cosine" and self.max_steps is None:
+            raise ValueError("`schedule` cosine decays to 0 at `max_steps`; set `max_steps`")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"`ema` must be in (0, 1) or none, got {self.ema!r}")
         if self.valid_users not in ("selected", "all"):
             raise ValueError(f"`valid_users` must be 'selected' or 'all', got {self.valid_users!r}")
         for name in ("full_epochs", "max_val", "max_steps", "eval_every_steps"):

@@ -1,8 +1,10 @@
 """Training TIGER from scratch on (history -> next item) samples, and ranking with it.
 
-AdamW with a linear warm-up, batches of similar length (seeded shuffling), early stopping on validation
-Recall@K (then NDCG@K) computed with the same trie-constrained beam search as the test, the best
-validation's weights restored at the end. Validation runs every ``eval_every`` epochs, or every
+AdamW with a linear warm-up (then a constant or cosine learning rate), batches of similar length (seeded
+shuffling), early stopping on validation Recall@K (then NDCG@K) computed with the same trie-constrained
+beam search as the test, or on the validation items' teacher-forced loss; the best validation's weights
+restored at the end. With ``ema``, an exponential moving average of the weights is what is validated and
+kept. Validation runs every ``eval_every`` epochs, or every
 ``eval_every_steps`` optimizer steps (a budget that does not depend on how many steps an epoch of a given
 pick is; ``max_steps`` caps the steps the same way). The state is checkpointed after every epoch (weights,
 optimizer, best weights, history), and every epoch's sample order and dropout draw from generators seeded
@@ -103,9 +105,46 @@ def validation_metrics(top: np.ndarray, truth: Sequence[Sequence[int]], ks: Sequ
     return {k: round(v, 6) for k, v in m.as_dict().items()}
 
 
+def validation_loss(model: Any, pairs: Pairs, item_tokens: np.ndarray, batch_size: int = 256,
+                    precision: str = "float32") -> float:
+    """Mean over ``pairs`` of each sample's teacher-forced cross-entropy (:func:`sample_losses`), in eval
+    mode: what ``select_on="loss"`` validates on. Samples run sorted by length."""
+    import torch
+
+    device = next(model.parameters()).device
+    order = np.argsort(pairs.lengths(), kind="stable")
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for lo in range(0, len(pairs), batch_size):
+            ids, mask, labels = (t.to(device) for t in pad_batch(pairs, order[lo : lo + batch_size], item_tokens))
+            with autocast(precision, device):
+                total += float(sample_losses(model, ids, mask, labels).double().sum())
+    return total / max(len(pairs), 1)
+
+
+def learning_rate(settings: Any, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (1-based): linear warm-up to ``lr`` over ``warmup_steps``,
+    then constant, or cosine down to 0 at ``max_steps``."""
+    s = settings
+    warm = min(1.0, step / max(1, s.warmup_steps))
+    if s.schedule == "cosine" and step > s.warmup_steps:
+        done = min(1.0, (step - s.warmup_steps) / max(1, s.max_steps - s.warmup_steps))
+        return s.lr * 0.5 * (1.0 + np.cos(np.pi * done))
+    return s.lr * warm
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The average's decay at optimizer step ``step``: ``min(decay, (1 + step) / (10 + step))``, so the first
+    steps' average is not dominated by the random initialisation."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 def _better(a: dict, b: dict | None, ks: Sequence[int]) -> bool:
     if b is None:
         return True
+    if "loss" in a:
+        return a["loss"] < b["loss"]
     k = max(ks)
     return (a[f"recall@{k}"], a[f"ndcg@{k}"]) > (b[f"recall@{k}"], b[f"ndcg@{k}"])
 
@@ -132,21 +171,38 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
     t0 = time.perf_counter()
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.98))
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "best_state": None, "history": [], "bad": 0,
-             "stopped": False}
+             "stopped": False, "ema": None}
+    if s.ema is not None:  # the average starts at the initial weights
+        state["ema"] = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
+        state.setdefault("ema", None)  # checkpoints written before the moving average existed
         log.info("tiger: resumed at epoch %d from %s", state["epoch"], ckpt)
     has_val = valid is not None and len(valid) > 0
     lengths = train.lengths()
     max_steps = s.max_steps or float("inf")
 
+    def averaged() -> dict:
+        """The weights validated and kept: the moving average where there is one, else the model's own."""
+        current = model.state_dict()
+        if state["ema"] is None:
+            return current
+        return {k: state["ema"].get(k, v) for k, v in current.items()}
+
     def validate(epoch: int, entry: dict) -> None:
-        top = rank_items(model, valid, item_tokens, trie, s.beams, s.eval_batch_size, precision)
-        metrics = validation_metrics(top, valid_truth, ks)
+        raw = None
+        if state["ema"] is not None:
+            raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(averaged())
+        if s.select_on == "loss":
+            metrics = {"loss": round(validation_loss(model, valid, item_tokens, s.eval_batch_size, precision), 6)}
+        else:
+            top = rank_items(model, valid, item_tokens, trie, s.beams, s.eval_batch_size, precision)
+            metrics = validation_metrics(top, valid_truth, ks)
         entry.update(metrics)
         if _better(metrics, state["best"], ks):
             state.update(best=metrics, best_epoch=epoch, best_step=state["step"], bad=0,
@@ -155,6 +211,8 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
             state["bad"] += 1
             if s.patience and state["bad"] >= s.patience:
                 state["stopped"] = True
+        if raw is not None:
+            model.load_state_dict(raw)
         model.train()
 
     while state["epoch"] < s.epochs and state["step"] < max_steps and not state["stopped"] and len(train):
@@ -168,7 +226,7 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
             ids, mask, labels = (t.to(device) for t in pad_batch(train, index, item_tokens))
             step = state["step"] + 1
             for group in opt.param_groups:
-                group["lr"] = s.lr * min(1.0, step / max(1, s.warmup_steps))
+                group["lr"] = learning_rate(s, step)
             with autocast(precision, device):
                 loss = sample_losses(model, ids, mask, labels).mean()
             opt.zero_grad(set_to_none=True)
@@ -176,6 +234,12 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
             if s.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
             opt.step()
+            if state["ema"] is not None:
+                d = ema_decay(s.ema, step)
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if k in state["ema"]:
+                            state["ema"][k].mul_(d).add_(v.detach(), alpha=1.0 - d)
             state["step"] = step
             total += float(loss.detach()) * len(index)
             count += len(index)
@@ -205,6 +269,7 @@ def train_tiger(model: Any, train: Pairs, item_tokens: np.ndarray, settings: Any
         model.load_state_dict(state["best_state"])
     else:
         state["best_epoch"] = state["epoch"]
+        model.load_state_dict(averaged())
     model.eval()
     return TigerTrainResult(epochs=state["epoch"], steps=state["step"], best_epoch=state["best_epoch"],
                             best_step=state.get("best_step") if s.eval_every_steps else None,
