@@ -101,7 +101,7 @@ def test_a_setting_added_later_is_left_out_of_records_while_at_its_default():
 
     default = TigerSettings()
     record = settings_record(default)
-    later = ("valid_users", "max_steps", "eval_every_steps")
+    later = ("valid_users", "max_steps", "eval_every_steps", "schedule", "ema", "select_on")
     assert not set(later) & set(record["fit"])  # so bench folders made before they existed stay valid
     full = asdict(default)
     for name in later:
@@ -113,3 +113,14 @@ def test_a_setting_added_later_is_left_out_of_records_while_at_its_default():
     assert key_fields(changed)["fit"]["valid_users"] == "all"
     budget = TigerSettings(fit=TigerFitSettings(max_steps=400, eval_every_steps=20))
     assert settings_record(budget)["fit"]["max_steps"] == 400 and key_fields(budget)["fit"]["eval_every_steps"] == 20
+
+
+def test_none_reaches_a_field_that_may_be_none_and_only_such_a_field():
+    p, table = _parser()
+    args = p.parse_args(["--x-name", "None"])
+    assert table.values(args, "x") == {"name": None}  # given, not "not given": it replaces a default
+    assert [(f, str(v)) for f, v in table.given(args)] == [("--x-name", "none")]  # commands print it as typed
+    assert replace_settings(Outer(name="b"), table.values(args, "x")).name is None
+    assert table.values(p.parse_args(["--x-name", "nonesuch"]), "x") == {"name": "nonesuch"}
+    with pytest.raises(SystemExit):  # an int field that may not be None keeps refusing it
+        p.parse_args(["--x-in-epochs", "none"])

@@ -98,6 +98,7 @@ class Flag:
     kind: str  # "int", "float", "str", "bool", "tuple"
     default: Any
     choices: tuple[Any, ...] | None
+    optional: bool = False  # the field may be None: the flag then also takes ``none``
 
     @property
     def dest(self) -> str:
@@ -123,7 +124,7 @@ def settings_flags(cls: type, owner: str, prefix: str = "", bench: bool = True,
             continue
         if meta.get("bench_only") and not bench:
             continue
-        hint, _ = _base_type(hints.get(f.name, f.type))
+        hint, optional = _base_type(hints.get(f.name, f.type))
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else None)
         if is_dataclass(hint) or is_dataclass(default):
@@ -139,7 +140,7 @@ def settings_flags(cls: type, owner: str, prefix: str = "", bench: bool = True,
             continue  # dicts and other structures are not flags
         flag = meta.get("flag") or f"--{prefix}{f.name.replace('_', '-')}"
         out.append(Flag(owner=owner, path=_path + (f.name,), flag=flag, help=meta.get("help") or doc.get(f.name, ""),
-                        kind=kind, default=default, choices=meta.get("choices")))
+                        kind=kind, default=default, choices=meta.get("choices"), optional=optional))
     return out
 
 
@@ -147,8 +148,28 @@ def _parse_tuple(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def _converter(kind: str):
-    return {"int": int, "float": float, "str": str, "tuple": _parse_tuple}[kind]
+class _NoneGiven:
+    """``none`` given to a flag whose field may be None (None itself means "not given"); prints as typed."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+    __str__ = __repr__
+
+
+_NONE = _NoneGiven()
+
+
+def _converter(kind: str, optional: bool = False):
+    convert = {"int": int, "float": float, "str": str, "tuple": _parse_tuple}[kind]
+    if not optional:
+        return convert
+
+    def none_or(text: str) -> Any:
+        return _NONE if text.strip().lower() == "none" else convert(text)
+
+    none_or.__name__ = convert.__name__  # argparse names the type in its error message
+    return none_or
 
 
 class FlagTable:
@@ -186,7 +207,7 @@ class FlagTable:
                 group.add_argument(fl.flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
             else:
                 # choices are shown, not enforced here: the settings class says what is wrong, naming the field
-                group.add_argument(fl.flag, dest=dest, type=_converter(fl.kind), default=None, help=help_,
+                group.add_argument(fl.flag, dest=dest, type=_converter(fl.kind, fl.optional), default=None, help=help_,
                                    metavar=fl.path[-1].upper())
 
     def owners(self, flag: str) -> list[str]:
@@ -207,7 +228,7 @@ class FlagTable:
                 node = out
                 for part in fl.path[:-1]:
                     node = node.setdefault(part, {})
-                node[fl.path[-1]] = value
+                node[fl.path[-1]] = None if value is _NONE else value
         return out
 
     def check_unused(self, args: argparse.Namespace, active: Iterable[str]) -> None:
