@@ -177,27 +177,33 @@ def test_tiger_learns_a_pattern_and_beats_popularity(tmp_path):
     assert rec2 == json.loads((tmp_path / "run" / "train.json").read_text())["record"]
 
 
-def test_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path, monkeypatch):
+def _die_in_epoch(monkeypatch, epoch):
+    """Make training raise KeyboardInterrupt as epoch ``epoch`` starts (the epochs before it are
+    checkpointed); returns the undo."""
     import tunesift.rec.tiger.train as train_module
 
-    data = pattern_data(n_users=40)
-    bb = _tiger(tmp_path, epochs=4)
-    bb.prepare(data)
-    clean, _ = bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "clean")
-    real = train_module.length_batches
-    calls = {"n": 0}
+    real, calls = train_module.length_batches, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:  # the third epoch dies; two are checkpointed
+        if calls["n"] == epoch:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "length_batches", dying)
+    return lambda: monkeypatch.setattr(train_module, "length_batches", real)
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path, monkeypatch):
+    data = pattern_data(n_users=40)
+    bb = _tiger(tmp_path, epochs=4)
+    bb.prepare(data)
+    clean, _ = bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "clean")
+    undo = _die_in_epoch(monkeypatch, 3)  # the third epoch dies; two are checkpointed
     with pytest.raises(KeyboardInterrupt):
         bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "killed")
     assert (tmp_path / "killed" / "checkpoint.pt").exists()
-    monkeypatch.setattr(train_module, "length_batches", real)
+    undo()
     resumed, record = bb.train(data, range(40), seed=3, full=False, folder=tmp_path / "killed")
     for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -267,8 +273,6 @@ def test_validation_users_of_the_pick_or_the_same_users_for_every_pick():
 
 
 def test_step_budget_validates_every_n_steps_and_stops_at_the_budget(tmp_path, monkeypatch):
-    import tunesift.rec.tiger.train as train_module
-
     data = pattern_data(n_users=40)  # 200 samples, batches of 32: 7 steps an epoch
     by_epoch = _tiger(tmp_path, epochs=3)
     by_epoch.prepare(data)
@@ -289,18 +293,10 @@ def test_step_budget_validates_every_n_steps_and_stops_at_the_budget(tmp_path, m
     assert [h["step"] for h in history if h.get("validation")] == [3, 6, 9, 10]
     assert record["train_steps"] == 10 and record["train_epochs"] == 2 and record["best_step"] in (3, 6, 9, 10)
 
-    real, calls = train_module.length_batches, {"n": 0}
-
-    def dying(*args, **kwargs):  # the second epoch dies after the first is checkpointed
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "length_batches", dying)
+    undo = _die_in_epoch(monkeypatch, 2)  # the second epoch dies after the first is checkpointed
     with pytest.raises(KeyboardInterrupt):
         budget.train(data, range(40), seed=2, full=False, folder=tmp_path / "killed")
-    monkeypatch.setattr(train_module, "length_batches", real)
+    undo()
     resumed, again = budget.train(data, range(40), seed=2, full=False, folder=tmp_path / "killed")
     for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -377,7 +373,6 @@ def test_validation_loss_matches_a_per_sample_loop(tiny_t5):
 
 
 def test_loss_selection_keeps_the_lowest_validation_loss_and_resumes_with_the_average(tmp_path, monkeypatch):
-    import tunesift.rec.tiger.train as train_module
     from tunesift.rec.tiger.train import validation_loss
 
     data = pattern_data(n_users=40)
@@ -393,18 +388,10 @@ def test_loss_selection_keeps_the_lowest_validation_loss_and_resumes_with_the_av
     valid = bb._pairs(data, [u for u in range(40) if data.valid[u]], "valid")  # the kept model is the best one
     assert validation_loss(model, valid, bb.tokens) == pytest.approx(best["loss"], abs=1e-5)
 
-    real, calls = train_module.length_batches, {"n": 0}
-
-    def dying(*args, **kwargs):  # the second epoch dies after the first (and its average) is checkpointed
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "length_batches", dying)
+    undo = _die_in_epoch(monkeypatch, 2)  # the second epoch dies after the first (and its average) is checkpointed
     with pytest.raises(KeyboardInterrupt):
         bb.train(data, range(40), seed=5, full=False, folder=tmp_path / "killed")
-    monkeypatch.setattr(train_module, "length_batches", real)
+    undo()
     resumed, again = bb.train(data, range(40), seed=5, full=False, folder=tmp_path / "killed")
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
