@@ -196,6 +196,21 @@ def test_cli_tiger_bench_with_ablations_paired_statistics_and_references(games, 
     if not same:
         assert over["p_value"] == pytest.approx(ttest_rel(per["dealrec"].mean(1), per["random"].mean(1)).pvalue)
     assert "Run-to-run" in md and "Δ recall@10 vs random over seeds [95% t-interval]" in md
+    # what was picked, against a plain loop over the selection files and the data as read from disk
+    from tunesift.rec.data import read_dealrec
+
+    raw = read_dealrec(games)
+    train = dict(zip(raw.users, raw.train))
+    picks = {(p["method"], p["seed"]): p for p in data["picks"]}
+    assert set(picks) == {(m, s) for m in methods.split(",") for s in (0, 1)}
+    for method in ("dealrec", "random"):
+        users = [json.loads((out / "runs" / f"method={method},seed={s}" / "selection.json").read_text())["users"]
+                 for s in (0, 1)]
+        for s in (0, 1):
+            assert picks[(method, s)]["items_per_user"] == pytest.approx(np.mean([len(train[u]) for u in users[s]]))
+            assert picks[(method, s)]["distinct_items"] == len({i for u in users[s] for i in train[u]})
+            assert picks[(method, s)]["shared_users"] == len(set(users[0]) & set(users[1]))
+    assert "## What was picked" in md and "users shared with another seed's picks" in md
     run = data["runs"][0]
     assert run["n_test_users"] == 16 and 0 <= run["recall@20"] <= 1 and "best_epoch" in run
     sel = json.loads((out / "runs" / "method=dealrec,seed=0" / "selection.json").read_text())

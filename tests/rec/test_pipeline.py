@@ -75,6 +75,11 @@ def test_rerun_uses_cache_and_fresh_runs_reproduce(data, lm_path, tmp_path):
                              progress=False, **{**FAST, "lissa_depth": 30})
     st = changed.manifest["stages"]
     assert st["surrogate"]["cached"] and not st["influence"]["cached"] and st["effort"]["cached"]
+    # the first settings' influence stays in its own slot beside the new one: going back recomputes nothing
+    back = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "a", llm=lm_path, device="cpu",
+                          progress=False, **FAST)
+    assert all(back.manifest["stages"][s]["cached"] for s in ("surrogate", "influence", "effort"))
+    np.testing.assert_array_equal(back.ranking.columns["influence"], first.ranking.columns["influence"])
     # other candidates (max_users): the surrogate (trained on every user) is reused, the scores are not
     subset = select_samples(data, 5, "dealrec", seed=2, out_dir=tmp_path / "a", llm=lm_path, device="cpu",
                             progress=False, max_users=12, **FAST)
@@ -212,7 +217,8 @@ def test_early_scores_saved_chunk_by_chunk_match_one_pass_and_resume(data, tmp_p
     resumed = scores(8, tmp_path / "chunked")
     assert calls == [8]  # the first two chunks came from disk
     np.testing.assert_allclose(resumed, whole, rtol=1e-6, atol=1e-9)
-    assert not list((tmp_path / "chunked").glob(f"{kind}.part*"))  # the parts go once the result is saved
+    assert list((tmp_path / "chunked" / kind).glob("*.npy"))
+    assert not list((tmp_path / "chunked").glob("*/*.parts-*"))  # the parts go once the result is saved
 
 
 @pytest.mark.parametrize("stage", ["grand", "el2n", "influence", "effort"])
@@ -280,5 +286,33 @@ def test_influence_saved_piece_by_piece_resumes_with_the_same_numbers(data, tmp_
     assert calls == {"gradient_sum": 0, "inverse_hvp": 0, "scores": 3}  # H⁻¹v and two score chunks from disk
     assert info["ihvp_cached"] and "lissa" in info
     np.testing.assert_array_equal(resumed, unkilled)
-    assert not list((tmp_path / "killed").glob("influence.part*"))
-    assert not list((tmp_path / "killed").glob("influence.gradient.part*"))
+    assert list((tmp_path / "killed" / "influence").glob("*.npy"))
+    assert not list((tmp_path / "killed").glob("*/*.parts-*"))
+
+
+def test_stage_cache_keeps_one_slot_per_key_and_a_half_written_slot_never_counts(tmp_path, monkeypatch):
+    import tunesift.rec.stages as stages
+
+    cache = stages.StageCache(tmp_path)
+    a, b = np.arange(4.0), -np.arange(4.0)
+    cache.save_array("effort", "key-a", a, {"seed": 0})
+    cache.save_array("effort", "key-b", b, {"seed": 1})
+    np.testing.assert_array_equal(cache.load_array("effort", "key-a"), a)  # b did not replace a
+    np.testing.assert_array_equal(cache.load_array("effort", "key-b"), b)
+    assert cache.info("effort", "key-a") == {"seed": 0} and cache.info("effort", "key-b") == {"seed": 1}
+    assert cache.load_array("effort", "key-c") is None and cache.info("effort", "key-c") == {}
+
+    # a crash after the data file, before its record: the new slot does not count, the old ones still
+    # read their own data (one shared slot per stage once served the new data under the old key)
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(stages, "write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save_array("effort", "key-c", np.ones(4))
+    assert (tmp_path / "effort" / "key-c.npy").exists() and cache.load_array("effort", "key-c") is None
+    np.testing.assert_array_equal(cache.load_array("effort", "key-a"), a)
+    # a record whose key is not its file's name (copied by hand) is not trusted either
+    (tmp_path / "effort" / "key-d.json").write_text('{"key": "key-a", "info": {}}')
+    np.save(tmp_path / "effort" / "key-d.npy", b)
+    assert cache.load_array("effort", "key-d") is None
+    assert stages.StageCache(None).load_array("effort", "key-a") is None

@@ -35,7 +35,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tunesift.bench.common import Measurement, RunStore, absolute_path, measure, plot_bars, summarize, write_results
+from tunesift.bench.common import (Measurement, RunStore, absolute_path, markdown_table, measure, plot_bars, summarize,
+                                   write_results)
 from tunesift.io.atomic import atomic_write, write_json
 from tunesift.io.faults import fault_point
 from tunesift.rec.backbone import Backbone, RecScale, get_backbone
@@ -369,6 +370,39 @@ class RecBench:
             parts.append(text)
         return "\n".join(parts), numbers
 
+    def picks(self, records: Sequence[dict], methods: Sequence[str]) -> tuple[str, list[dict]]:
+        """What each run picked (its ``selection.json``): training items per picked user, distinct items
+        in their histories, and users its picks share with each other seed's picks of the same method
+        (mean over those seeds), beside b²/N, the users two independent uniform draws of b from N share on
+        average. Markdown (mean ± std over a method's runs) and one record per run."""
+        picked: dict[str, dict[int, set[int]]] = {}
+        for r in records:
+            path = self.store.run_dir({"method": r["method"], "seed": r["seed"]}) / "selection.json"
+            if path.exists():
+                picked.setdefault(r["method"], {})[int(r["seed"])] = set(json.loads(path.read_text())["indices"])
+        rows = []
+        for method, by_seed in picked.items():
+            for seed, users in by_seed.items():
+                others = [len(users & o) for s, o in by_seed.items() if s != seed]
+                rows.append({"method": method, "seed": seed, "users": len(users),
+                             "items_per_user": float(np.mean([len(self.pool.train[u]) for u in users])),
+                             "distinct_items": len(set().union(*(self.pool.train[u] for u in users))),
+                             "shared_users": float(np.mean(others)) if others else None})
+        if not rows:
+            return "", []
+        n = len(self.pool_users)
+        cols = ["items_per_user", "distinct_items", "shared_users"]
+        table = markdown_table(summarize(rows, ["method"], cols, order=list(methods)), cols, digits=1,
+                               labels={"items_per_user": "training items per picked user",
+                                       "distinct_items": "distinct items in their histories",
+                                       "shared_users": "users shared with another seed's picks"})
+        pool_items = float(np.mean([len(t) for t in self.pool.train]))
+        text = (f"\n## What was picked\n\nFrom each run's `selection.json`; mean ± std over a method's runs. The "
+                f"pool's users have {pool_items:.1f} training items on average; two independent uniform draws of "
+                f"{self.budget:,} of its {n:,} users share {self.budget ** 2 / n:.1f} users on average (b²/N).\n\n"
+                + table)
+        return text, rows
+
     def write(self, records: list[dict], methods: Sequence[str], command: str = "") -> dict[str, Path]:
         cost = ["selection_s", "finetune_s", "eval_s", "selection_peak_rss_mb", "finetune_peak_rss_mb",
                 "eval_peak_rss_mb"]
@@ -394,11 +428,12 @@ class RecBench:
                      "the 95% CI excludes 0. That interval does not include seed-to-seed variation of a method "
                      "as a whole; the run-to-run table under it (methods with two or more seeds in common with "
                      "the reference) does.\n\n" + paired)
+        picks, pick_rows = self.picks(records, methods)
         files = write_results(self.out, records, ["method"], self.metric_names(),
                               f"DEALRec bench ({bb.name} backbone)", settings=self.settings, order=list(methods),
                               cost_metrics=cost, notes="\n\n".join(n for n in notes if n),
                               labels={"selection_s": "select s", "finetune_s": "train s", "eval_s": "eval s"},
-                              appendix=extra, extra_json={"paired": numbers})
+                              appendix=extra + picks, extra_json={"paired": numbers, "picks": pick_rows})
         paths = asdict(files)
         if records:
             rows = summarize(records, ["method"], self.metric_names(), order=list(methods))

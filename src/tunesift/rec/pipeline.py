@@ -131,7 +131,7 @@ class RecContext:
             result = stage.load(self, key) if key is not None else None
             cached = result is not None
             if cached:
-                info = self.cache.info(name)
+                info = self.cache.info(name, key)
             else:
                 result, info = stage.compute(self)
                 if key is not None:

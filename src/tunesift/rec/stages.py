@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -37,51 +38,64 @@ def stage_key(**parts: Any) -> str:
 
 
 class StageCache:
-    """Stage results on disk: ``NAME.npy`` / ``NAME.pt`` next to ``NAME.json`` holding the key and
-    the stage's info. A result is reused only when its key matches. ``folder=None`` disables caching."""
+    """Stage results on disk, one slot per stage and key: ``NAME/KEY.npy`` (or ``.pt``) next to
+    ``NAME/KEY.json`` holding the key and the stage's info. A result is reused only when a slot with its
+    key exists, so runs whose keys differ (other seeds, other settings) keep their own results side by
+    side, and processes sharing the folder never read each other's half-written slots: the data file is
+    written (atomically) before its ``.json``, and a slot without its ``.json`` does not count. A changed
+    setting adds slots; deleting the folder clears them all. ``folder=None`` disables caching."""
 
     def __init__(self, folder: str | os.PathLike | None):
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
 
-    def _meta(self, name: str) -> dict | None:
-        if self.folder is None or not (self.folder / f"{name}.json").exists():
+    def path(self, name: str, key: str, suffix: str) -> Path | None:
+        """Where stage ``name``'s result of ``key`` lives (``suffix``: ``.npy``, ``.pt``, ``.json``); the
+        stage's folder is made here, so a caller may write there."""
+        if self.folder is None:
+            return None
+        (self.folder / name).mkdir(parents=True, exist_ok=True)
+        return self.folder / name / f"{key}{suffix}"
+
+    def _meta(self, name: str, key: str) -> dict | None:
+        p = self.path(name, key, ".json")
+        if p is None or not p.exists():
             return None
         try:
-            return json.loads((self.folder / f"{name}.json").read_text())
+            meta = json.loads(p.read_text())
         except json.JSONDecodeError:
             return None
-
-    def path(self, name: str, suffix: str) -> Path | None:
-        return None if self.folder is None else self.folder / f"{name}{suffix}"
+        return meta if isinstance(meta, dict) and meta.get("key") == key else None
 
     def valid(self, name: str, key: str, suffix: str) -> bool:
-        meta = self._meta(name)
-        p = self.path(name, suffix)
-        return meta is not None and meta.get("key") == key and p is not None and p.exists()
+        p = self.path(name, key, suffix)
+        return self._meta(name, key) is not None and p is not None and p.exists()
 
-    def info(self, name: str) -> dict:
-        return (self._meta(name) or {}).get("info", {})
+    def info(self, name: str, key: str) -> dict:
+        return (self._meta(name, key) or {}).get("info", {})
 
     def load_array(self, name: str, key: str) -> np.ndarray | None:
         if not self.valid(name, key, ".npy"):
             return None
-        return np.load(self.path(name, ".npy"), allow_pickle=False)
+        return np.load(self.path(name, key, ".npy"), allow_pickle=False)
 
     def save_array(self, name: str, key: str, array: np.ndarray, info: dict | None = None) -> None:
         if self.folder is None:
             return
-        with atomic_write(self.path(name, ".npy"), "wb") as f:
+        with atomic_write(self.path(name, key, ".npy"), "wb") as f:
             np.save(f, np.asarray(array))
-        write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
-        fault_point(f"stage:{name}")
+        self.mark(name, key, info)
 
     def mark(self, name: str, key: str, info: dict | None = None) -> None:
-        """Record the key of a file saved by the caller (e.g. the surrogate checkpoint)."""
+        """Record ``key``'s slot as complete, once its data file is written (by :meth:`save_array`, or by
+        the caller at :meth:`path`, e.g. the surrogate checkpoint)."""
         if self.folder is not None:
-            write_json(self.path(name, ".json"), {"key": key, "info": info or {}})
+            write_json(self.path(name, key, ".json"), {"key": key, "info": info or {}})
             fault_point(f"stage:{name}")
+
+    def _parts(self, name: str, key: str, chunk: int) -> Path:
+        return self.folder / name / f"{key}.parts-{chunk}"
 
     def chunked(self, name: str, key: str, n: int, chunk: int, factory: Callable[[], Callable[[slice], np.ndarray]],
                 progress: Callable[[int], None] | None = None, executor: Any = None,
@@ -90,20 +104,22 @@ class StageCache:
 
         ``factory()`` builds the worker (``slice -> values``) where the chunks run: once here, or once per
         actor of a Ray ``executor`` (:mod:`tunesift.executor`; None: here, in order). Chunks come back
-        in order and each is saved as it arrives, as ``NAME.partNNNNN``. Returns the values in chunk
-        order; the parts stay on disk until :meth:`drop_parts`, so the caller saves its own result (which
-        may be these values reordered) first and a crash in between loses nothing. ``reduce``: each chunk
-        gives one row (e.g. a partial sum), so the result is (chunks, ...)."""
+        in order and each is saved as it arrives, as ``NAME/KEY.parts-CHUNK/NNNNN.npy``. Returns the values
+        in chunk order; the parts stay on disk until :meth:`drop_parts`, so the caller saves its own result
+        (which may be these values reordered) first and a crash in between loses nothing. ``reduce``: each
+        chunk gives one row (e.g. a partial sum), so the result is (chunks, ...)."""
         from tunesift.executor import LocalExecutor
         from tunesift.executor import Stage as ChunkStage
 
-        part_key = stage_key(parent=key, chunk=chunk)
         slices = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+        folder = None if self.folder is None else self._parts(name, key, chunk)
         parts: list[np.ndarray | None] = []
         for k, sl in enumerate(slices):
-            arr = self.load_array(f"{name}.part{k:05d}", part_key)
-            if arr is not None and arr.shape[0] != (1 if reduce else sl.stop - sl.start):
-                arr = None
+            arr = None
+            if folder is not None and (folder / f"{k:05d}.npy").exists():
+                arr = np.load(folder / f"{k:05d}.npy", allow_pickle=False)
+                if arr.shape[0] != (1 if reduce else sl.stop - sl.start):
+                    arr = None
             if arr is not None and progress is not None:
                 progress(arr.shape[0])
             parts.append(arr)
@@ -111,16 +127,21 @@ class StageCache:
         if todo:
             executor = LocalExecutor() if executor is None else executor
             stage = ChunkStage(name=f"{name} chunks", key=f"{name}:{key}", factory=factory)
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
             for k, arr in executor.map(stage, iter(todo)):
                 parts[k] = np.asarray(arr)[None] if reduce else np.asarray(arr)
-                self.save_array(f"{name}.part{k:05d}", part_key, parts[k])
+                if folder is not None:
+                    with atomic_write(folder / f"{k:05d}.npy", "wb") as f:
+                        np.save(f, parts[k])
+                    fault_point(f"stage:{name}.part{k:05d}")
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def drop_parts(self, name: str) -> None:
-        """Delete the chunk files :meth:`chunked` saved for ``name``."""
+    def drop_parts(self, name: str, key: str) -> None:
+        """Delete the chunk files :meth:`chunked` saved for ``name`` and ``key`` (any chunk size)."""
         if self.folder is not None:
-            for p in self.folder.glob(f"{name}.part[0-9][0-9][0-9][0-9][0-9].*"):
-                p.unlink()
+            for folder in (self.folder / name).glob(f"{key}.parts-*"):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +290,7 @@ class ChunkedStage(Stage):
     def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
         # the stage's result (e.g. scores put back in candidate order), not the chunks' concatenation
         ctx.cache.save_array(self.name, key, result, info)
-        ctx.cache.drop_parts(self.name)
+        ctx.cache.drop_parts(self.name, key)
 
 
 class SurrogateStage(Stage):
@@ -291,14 +312,14 @@ class SurrogateStage(Stage):
 
         if not ctx.cache.valid(self.name, key, ".pt"):
             return None
-        log.info("surrogate: loaded from %s", ctx.cache.path(self.name, ".pt"))
-        return load_surrogate(ctx.cache.path(self.name, ".pt"), ctx.device)
+        log.info("surrogate: loaded from %s", ctx.cache.path(self.name, key, ".pt"))
+        return load_surrogate(ctx.cache.path(self.name, key, ".pt"), ctx.device)
 
     def save(self, ctx: Any, key: str, result: Any, info: dict) -> None:
         from tunesift.rec.sasrec import save_surrogate
 
         if ctx.cache.folder is not None:
-            save_surrogate(result, ctx.cache.path(self.name, ".pt"))
+            save_surrogate(result, ctx.cache.path(self.name, key, ".pt"))
             ctx.cache.mark(self.name, key, info)
 
     def compute(self, ctx: Any) -> tuple[Any, dict]:
@@ -360,9 +381,9 @@ class InfluenceStage(ChunkedStage):
                 h_info = {"v_norm": float(v.norm()), **({"lissa": trace.info()} if trace is not None else {})}
                 h = h.detach().cpu().numpy()
                 ctx.cache.save_array(h_name, h_key, h, h_info)
-                ctx.cache.drop_parts(f"{self.name}.gradient")
+                ctx.cache.drop_parts(f"{self.name}.gradient", key)
             else:
-                h_info = {**ctx.cache.info(h_name), "ihvp_cached": True}
+                h_info = {**ctx.cache.info(h_name, h_key), "ihvp_cached": True}
                 log.info("influence: H⁻¹v read from the cache; scoring the candidates")
             h_t = torch.from_numpy(h).to(batch[0].device)
             scores = ctx.cache.chunked(self.name, key, n, chunk, lambda: lambda sl: (
