@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cat_dog.py"
 
 
 @pytest.fixture(scope="module")
-def cat_dog():
+def cat_dog(repo_script):
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("cat_dog_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return repo_script("examples/cat_dog.py")
 
 
 def test_pool_and_target_are_built_as_described(cat_dog):

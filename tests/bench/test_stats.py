@@ -419,3 +419,23 @@ def test_seed_markdown_pairs_only_shared_seeds_and_bolds_significant_rows():
     assert not any(x.startswith("| knn |") for x in lines)  # one seed: no spread to estimate
     assert set(numbers) == {"gotd", "dsir"} and numbers["dsir"]["random"]["seeds"] == [0, 1, 2]
     assert stats.seed_markdown({"knn": {0: 0.7}, "random": {0: 0.7}}, ["random"]) == ("", {})
+
+
+def test_holm_equals_the_step_down_loop_and_a_worked_example():
+    from tunesift.bench.stats import holm
+
+    # worked example (Holm 1979 style): m = 4, sorted p 0.01, 0.02, 0.03, 0.04 -> 0.04, 0.06, 0.06, 0.06
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 9):
+        p = rng.uniform(0, 0.3, size=m).tolist()
+        ranked = sorted(range(m), key=lambda i: p[i])
+        loop, running = [0.0] * m, 0.0
+        for j, i in enumerate(ranked):
+            running = max(running, min(1.0, (m - j) * p[i]))
+            loop[i] = running
+        assert holm(p) == pytest.approx(loop)
+        assert all(a >= b for a, b in zip(holm(p), p))  # never below the raw p
+    assert holm([]) == []
+    with pytest.raises(ValueError, match="p_values"):
+        holm([0.2, 1.5])

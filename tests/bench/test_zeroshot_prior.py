@@ -1,32 +1,28 @@
 """benchmarks/zeroshot_prior.py: the label-prior correction against a plain loop, and the script on a folder."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "zeroshot_prior.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("zeroshot_prior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import pytest
 
 
-def test_prior_correction_is_the_argmax_after_each_labels_mean_is_removed():
+@pytest.fixture
+def prior(repo_script):
+    return repo_script("benchmarks/zeroshot_prior.py")
+
+
+def test_prior_correction_is_the_argmax_after_each_labels_mean_is_removed(prior):
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(50, 4)) + np.array([3.0, 0.0, 0.0, -3.0])  # label 0 preferred, label 3 avoided
     means = [sum(scores[i, j] for i in range(50)) / 50 for j in range(4)]
     loop = [max(range(4), key=lambda j: scores[i, j] - means[j]) for i in range(50)]
-    got = _script().prior_corrected(scores)
+    got = prior.prior_corrected(scores)
     assert got.tolist() == loop
     assert np.bincount(scores.argmax(1), minlength=4)[3] == 0 and np.bincount(got, minlength=4)[3] > 0
 
 
-def test_the_script_reads_a_bench_folder_and_compares_to_none(tmp_path, capsys):
+def test_the_script_reads_a_bench_folder_and_compares_to_none(prior, tmp_path, capsys):
     labels = np.arange(40) % 2
     biased = np.stack([np.where(labels == 0, 0.0, -0.5), np.full(40, 0.2)], axis=1)  # always label 1 as scored
     for method, budget, scores in (("none", 0, biased), ("random", 10, biased + [[0.0, -0.45]])):
@@ -36,7 +32,7 @@ def test_the_script_reads_a_bench_folder_and_compares_to_none(tmp_path, capsys):
                  correct=(scores.argmax(1) == labels).astype(np.uint8))
         (run / "result.json").write_text(json.dumps({"method": method, "budget": budget, "seed": 0,
                                                       "eval": "zero-shot"}))
-    assert _script().main([str(tmp_path), "--n-boot", "200"]) == 0
+    assert prior.main([str(tmp_path), "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
     assert "| none | — | 1 | [0, 40] | 0.5000 | 1.0000 |" in out  # the prior alone made it wrong half the time
     assert "| random | 10 | 1 | [20, 20] | 1.0000 | 1.0000 |" in out

@@ -48,6 +48,7 @@ __all__ = [
     "SeedPairedDifference",
     "bootstrap_mean",
     "compare_methods",
+    "holm",
     "markdown",
     "paired_difference",
     "paired_section",
@@ -490,6 +491,21 @@ def seed_comparisons(runs: Mapping[str, Mapping[int, float]], references: Sequen
                 continue
             out.setdefault(m, {})[r] = seed_paired_difference(xm, runs[r], confidence)
     return out
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` for testing them together (controls the family-wise error
+    rate, uniformly more powerful than Bonferroni): the i-th smallest p becomes the running maximum of
+    ``(m − j + 1)·p_(j)`` over j ≤ i, capped at 1. Returned in the order given."""
+    p = np.asarray([float(x) for x in p_values], dtype=np.float64)
+    if p.ndim != 1 or not np.all((p >= 0.0) & (p <= 1.0)):
+        raise ValueError(f"`p_values` must be numbers in [0, 1], got {list(p_values)!r}")
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order])) if m else p
+    out = np.empty(m)
+    out[order] = stepped
+    return out.tolist()
 
 
 # ---------------------------------------------------------------------------------------------------

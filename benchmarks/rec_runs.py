@@ -1,0 +1,199 @@
+"""Keep the evidence of a ``tunesift bench rec`` folder, pool several folders' runs, and print their tables.
+
+A bench folder holds what its ``results.md`` is computed from (each run's record and per-user metrics, a few
+hundred KB) beside gigabytes of caches and checkpoints that go with the machine. Three commands:
+
+- ``pack SRC [SRC ...] DEST`` copies only the evidence — ``bench.json``, ``references.npz`` and, per run,
+  ``result.json`` and ``per_user.npz`` (compressed) — into ``DEST``. Every source must hold a bench with
+  the settings of ``DEST`` (the data compared by fingerprint, not by path). A run already in ``DEST`` must
+  have the same per-user values to the bit, or nothing is written: two runs of one seed that differ (another
+  thread count, another CPU) are not the same run. No user or item id is copied.
+- ``table DIR`` prints, from a bench or packed folder and without the data, the models or the caches, each
+  metric's per-seed values and the paired tables of ``results.md`` (bootstrap over test users, seeds averaged;
+  each seed against the reference's run of the same seed), then the seed-paired p-values against the
+  reference adjusted for the number of comparisons (Holm).
+- A packed folder is a bench folder: copied to a working folder, ``tunesift bench rec`` with the same settings
+  resumes on it, skipping the packed runs, so seeds run on different machines end in one table.
+
+    python benchmarks/rec_runs.py pack /work/runs/tiger-stable benchmarks/results/tiger-stable
+    python benchmarks/rec_runs.py table benchmarks/results/tiger-stable --metrics recall@10,recall@20
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EVIDENCE = ("result.json", "per_user.npz")
+
+
+def _settings(folder: Path) -> dict:
+    path = folder / "bench.json"
+    if not path.is_file():
+        raise SystemExit(f"{folder}: no bench.json; not a `tunesift bench rec` folder")
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(settings.get("data"), dict) or "fingerprint" not in settings["data"]:
+        raise SystemExit(f"{path}: no data fingerprint; not a `tunesift bench rec` folder")
+    return settings
+
+
+def _comparable(settings: dict) -> dict:
+    """The settings with the data's path left out: the same data read from another folder is the same bench."""
+    return {**settings, "data": {k: v for k, v in settings["data"].items() if k != "source"}}
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+
+
+def finished_runs(folder: Path) -> list[Path]:
+    """The run folders of ``folder`` that hold both evidence files."""
+    return sorted(p.parent for p in (folder / "runs").glob("*/result.json") if (p.parent / "per_user.npz").is_file())
+
+
+def pack(sources: list[Path], dest: Path) -> dict[str, int]:
+    """Copy the evidence of every finished run of ``sources`` into ``dest``; returns counts of runs
+    ``added`` and ``same`` (already there, identical). Checks everything before writing anything."""
+    from tunesift.io.atomic import atomic_write, write_json
+
+    dest_settings = _settings(dest) if (dest / "bench.json").exists() else None
+    base = dest_settings if dest_settings is not None else _settings(sources[0])
+    references = _arrays(dest / "references.npz") if (dest / "references.npz").exists() else None
+    plan: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
+    same = 0
+    for src in sources:
+        settings = _settings(src)
+        if _comparable(settings) != _comparable(base):
+            diff = sorted(k for k in set(settings) | set(base)
+                          if _comparable(settings).get(k) != _comparable(base).get(k))
+            raise SystemExit(f"{src}: a bench with other settings than {dest if dest_settings else sources[0]} "
+                             f"({diff[0]}: {_comparable(settings).get(diff[0])!r} against "
+                             f"{_comparable(base).get(diff[0])!r}); runs of different benches are not pooled")
+        if (src / "references.npz").exists():
+            refs = _arrays(src / "references.npz")
+            if references is not None and not _same_arrays(references, refs):
+                raise SystemExit(f"{src / 'references.npz'}: the reference rankers differ from another source's; "
+                                 "the two folders did not rank the same test users")
+            references = refs
+        for run in finished_runs(src):
+            record = json.loads((run / "result.json").read_text(encoding="utf-8"))
+            per_user = _arrays(run / "per_user.npz")
+            earlier = plan.get(run.name)
+            packed = dest / "runs" / run.name
+            if earlier is None and (packed / "per_user.npz").exists():
+                earlier = (json.loads((packed / "result.json").read_text(encoding="utf-8")), _arrays(packed / "per_user.npz"))
+                if _same_arrays(earlier[1], per_user):
+                    same += 1
+                    continue
+            if earlier is not None:
+                if not _same_arrays(earlier[1], per_user):
+                    raise SystemExit(f"{run}: the same run (method and seed) is in two places with different per-user "
+                                     f"metrics (e.g. another thread count or CPU); pack one of them, not both")
+                same += 1
+                continue
+            plan[run.name] = (record, per_user)
+    write_json(dest / "bench.json", base)
+    if references is not None:
+        with atomic_write(dest / "references.npz", "wb") as f:
+            np.savez_compressed(f, **references)
+    for name, (record, per_user) in plan.items():
+        folder = dest / "runs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **per_user)
+        with atomic_write(folder / "per_user.npz", "wb") as f:
+            f.write(buf.getvalue())
+        write_json(folder / "result.json", record)  # last: a run counts as finished once its record is there
+    return {"added": len(plan), "same": same}
+
+
+def load(folder: Path) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], dict[str, dict[str, np.ndarray]]]:
+    """method -> seed -> metric -> per-user values, and the reference rankers (name -> metric -> values)."""
+    runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    for run in finished_runs(folder):
+        record = json.loads((run / "result.json").read_text(encoding="utf-8"))
+        runs.setdefault(str(record["method"]), {})[int(record["seed"])] = _arrays(run / "per_user.npz")
+    refs: dict[str, dict[str, np.ndarray]] = {}
+    if (folder / "references.npz").exists():
+        for key, values in _arrays(folder / "references.npz").items():
+            name, metric = key.split(":", 1)
+            refs.setdefault(name, {})[metric] = values
+    return runs, refs
+
+
+def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str, ...] = ("random", "full"),
+           order: list[str] | None = None) -> str:
+    """Markdown: per metric, the per-seed table, ``results.md``'s paired section and the Holm-adjusted
+    run-to-run p-values against the first reference present."""
+    from tunesift.bench.stats import holm, paired_section, run_means, seed_comparisons
+
+    runs, refs = load(folder)
+    if not runs:
+        raise SystemExit(f"{folder}: no finished run (runs/*/result.json with per_user.npz)")
+    methods = [m for m in (order or []) if m in runs] + sorted(set(runs) - set(order or []))
+    known = sorted({k for by_seed in runs.values() for arrays in by_seed.values() for k in arrays})
+    metrics = metrics or known
+    missing = [m for m in metrics if m not in known]
+    if missing:
+        raise SystemExit(f"{folder}: no metric {missing[0]!r} in the runs; they have {', '.join(known)}")
+    parts = []
+    for metric in metrics:
+        seeds = {m: sorted(runs[m]) for m in methods}
+        per_example = {m: np.stack([runs[m][s][metric] for s in seeds[m]]) for m in methods}
+        labels = {"popular": "popular (no training)", "sasrec": "sasrec (surrogate)"}
+        per_example.update({labels.get(r, r): by[metric][None] for r, by in refs.items() if metric in by})
+        means = run_means({m: per_example[m] for m in methods}, seeds)
+        lines = [f"## {metric}", "", "| method | seeds | per-seed mean | mean | sd over seeds |", "|---|---|---|---|---|"]
+        for m in methods:
+            values = [means[m][s] for s in seeds[m]]
+            sd = f"{np.std(values, ddof=1):.4f}" if len(values) > 1 else "—"
+            lines.append(f"| {m} | {len(values)} | " + ", ".join(f"{v:.4f}" for v in values)
+                         + f" | {np.mean(values):.4f} | {sd} |")
+        text, _, _ = paired_section(per_example, seeds, references, metric, f"{metric}: paired comparisons")
+        parts += ["\n".join(lines) + "\n", text]
+        ref = next((r for r in references if r in means), None)
+        found = {m: d[ref] for m, d in seed_comparisons(means, [ref]).items() if ref in d} if ref else {}
+        if found:
+            adjusted = holm([d.p_value for d in found.values()])
+            rows = [f"| {m} | {len(d.seeds)} | {d.diff:+.4f} | {d.p_value:.3f} | {a:.3f} |"
+                    for (m, d), a in zip(found.items(), adjusted)]
+            parts.append(f"Run to run against {ref}, adjusted for the {len(found)} comparisons (Holm):\n\n"
+                         f"| method | seeds paired | Δ {metric} | p | p (Holm) |\n|---|---|---|---|---|\n"
+                         + "\n".join(rows) + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("pack", help="copy the evidence of bench folders into one folder")
+    a.add_argument("folders", nargs="+", type=Path, help="bench folders, then the destination")
+    t = sub.add_parser("table", help="per-seed values and paired tables from a bench or packed folder")
+    t.add_argument("folder", type=Path)
+    t.add_argument("--metrics", default=None, help="comma-separated (default: every metric of the runs)")
+    t.add_argument("--methods", default=None, help="comma-separated order of the rows (default: by name)")
+    args = p.parse_args(argv)
+    if args.command == "pack":
+        if len(args.folders) < 2:
+            p.error("pack needs at least one source folder and the destination")
+        *sources, dest = args.folders
+        counts = pack(sources, dest)
+        print(f"{dest}: {counts['added']} run(s) added, {counts['same']} already there and identical")
+    else:
+        split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+        print(tables(args.folder, split(args.metrics), order=split(args.methods)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""benchmarks/rec_runs.py: packing a bench folder's evidence, pooling folders, and the tables from it."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rr(repo_script):
+    return repo_script("benchmarks/rec_runs.py")
+
+
+def _bench(folder: Path, runs: dict, source: str = "/data/games", fingerprint: str = "abc") -> Path:
+    """A bench folder as `bench rec` leaves it: settings, reference rankers, and per run a record, per-user
+    metrics and the files that are not evidence (generations, selection, a checkpoint)."""
+    folder.mkdir(parents=True)
+    (folder / "bench.json").write_text(json.dumps({"data": {"source": source, "fingerprint": fingerprint},
+                                                   "backbone": "tiger", "budget": 8}))
+    n = next(iter(runs.values())).size
+    np.savez(folder / "references.npz", **{"popular:recall@10": np.full(n, 0.1), "sasrec:recall@10": np.full(n, 0.2)})
+    for (method, seed), values in runs.items():
+        run = folder / "runs" / f"method={method},seed={seed}"
+        run.mkdir(parents=True)
+        np.savez(run / "per_user.npz", **{"recall@10": values, "ndcg@10": values / 2})
+        (run / "result.json").write_text(json.dumps({"method": method, "seed": seed, "recall@10": values.mean()}))
+        (run / "generations.jsonl").write_text('{"user": "u1"}\n')
+        (run / "selection.json").write_text('{"users": ["u1"]}')
+        (run / "model.pt").write_bytes(b"0" * 100)
+    return folder
+
+
+def _values(seed: int, shift: float = 0.0, n: int = 50) -> np.ndarray:
+    return np.clip(np.random.default_rng(seed).uniform(0, 1, n) + shift, 0, 1)
+
+
+def test_pack_copies_only_the_evidence_and_a_second_pack_adds_nothing(rr, tmp_path, capsys):
+    runs = {("random", s): _values(s) for s in (0, 1, 2)} | {("dealrec", s): _values(10 + s, 0.1) for s in (0, 1, 2)}
+    src = _bench(tmp_path / "a", runs)
+    dest = tmp_path / "packed"
+    assert rr.main(["pack", str(src), str(dest)]) == 0
+    assert "6 run(s) added, 0 already there" in capsys.readouterr().out
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert files == ["bench.json", "references.npz"] + [f"runs/method={m},seed={s}/{f}" for m in ("dealrec", "random")
+                                                         for s in (0, 1, 2) for f in ("per_user.npz", "result.json")]
+    for (m, s), values in runs.items():
+        with np.load(dest / "runs" / f"method={m},seed={s}" / "per_user.npz") as z:
+            assert np.array_equal(z["recall@10"], values) and z["recall@10"].dtype == values.dtype
+    assert rr.pack([src], dest) == {"added": 0, "same": 6}
+
+
+def test_pack_pools_folders_of_one_bench_and_refuses_what_does_not_match(rr, tmp_path):
+    first = _bench(tmp_path / "a", {("random", 0): _values(0), ("random", 1): _values(1)})
+    dest = tmp_path / "packed"
+    rr.pack([first], dest)
+    # another machine: the same data under another path, seeds 1 (identical) and 2 (new)
+    second = _bench(tmp_path / "b", {("random", 1): _values(1), ("random", 2): _values(2)}, source="/elsewhere/games")
+    assert rr.pack([second], dest) == {"added": 1, "same": 1}
+    assert sorted(p.name for p in (dest / "runs").iterdir()) == [f"method=random,seed={s}" for s in (0, 1, 2)]
+    before = sorted((p, p.read_bytes()) for p in dest.rglob("*") if p.is_file())
+    # the same seed with other per-user values is not the same run: refused, nothing written
+    clash = _bench(tmp_path / "c", {("random", 2): _values(99), ("random", 3): _values(3)})
+    with pytest.raises(SystemExit, match="method=random,seed=2.*different per-user"):
+        rr.pack([clash], dest)
+    other = _bench(tmp_path / "d", {("random", 4): _values(4)}, fingerprint="other data")
+    with pytest.raises(SystemExit, match="other settings.*data"):
+        rr.pack([other], dest)
+    assert sorted((p, p.read_bytes()) for p in dest.rglob("*") if p.is_file()) == before
+    with pytest.raises(SystemExit, match="no bench.json"):
+        rr.pack([tmp_path], tmp_path / "x")
+
+
+def test_table_matches_the_runs_and_a_plain_paired_t_test(rr, tmp_path, capsys):
+    from scipy.stats import ttest_rel
+
+    from tunesift.bench.stats import holm
+
+    runs = {("random", s): _values(s) for s in (0, 1, 2)}
+    runs |= {("dealrec", s): _values(s, 0.05 * (s + 1)) for s in (0, 1, 2)}  # a clear gain on every seed
+    runs |= {("grand", s): _values(20 + s) for s in (0, 1, 2)}
+    dest = tmp_path / "packed"
+    rr.pack([_bench(tmp_path / "a", runs)], dest)
+    assert rr.main(["table", str(dest), "--metrics", "recall@10", "--methods", "random,dealrec,grand"]) == 0
+    out = capsys.readouterr().out
+    means = {m: [float(runs[(m, s)].mean()) for s in (0, 1, 2)] for m in ("random", "dealrec", "grand")}
+    assert "| random | 3 | " + ", ".join(f"{v:.4f}" for v in means["random"]) in out
+    assert "popular (no training)" in out and "sasrec (surrogate)" in out and "Run-to-run" in out
+    p = {m: ttest_rel(means[m], means["random"]).pvalue for m in ("dealrec", "grand")}
+    adjusted = holm([p["dealrec"], p["grand"]])
+    assert f"| dealrec | 3 | {np.mean(np.subtract(means['dealrec'], means['random'])):+.4f} | {p['dealrec']:.3f} | " \
+           f"{adjusted[0]:.3f} |" in out
+    assert f"| grand | 3 | " in out and f"{adjusted[1]:.3f} |" in out
+    with pytest.raises(SystemExit, match="no metric 'recall@20'"):
+        rr.tables(dest, ["recall@20"])
+
+
+def test_a_packed_folder_resumes_as_a_bench_folder(rr, tmp_path):
+    """`bench rec` on a copy of a packed folder skips the packed runs and tables them with its new ones."""
+    from tests.bench.test_rec_bench import write_games_fixture
+    from tunesift.bench.rec import run_rec_bench
+
+    games = write_games_fixture(tmp_path / "games")
+    emb = tmp_path / "items.npy"
+    np.save(emb, np.random.default_rng(0).normal(size=(30, 16)).astype(np.float32))
+    from tunesift.bench.rec import scale_with
+
+    scale = scale_with("tiny", "tiger", settings={"item_embeddings": str(emb)})
+    kw = dict(methods=["random"], scale=scale, backbone="tiger", device="cpu", progress=False)
+    run_rec_bench(games, tmp_path / "one", seeds=[0], **kw)
+    rr.pack([tmp_path / "one"], tmp_path / "packed")
+    work = tmp_path / "work"
+    shutil.copytree(tmp_path / "packed", work)
+    result = run_rec_bench(games, work, seeds=[0, 1], **kw)
+    assert result.ran == [{"method": "random", "seed": 1}]
+    assert [r["seed"] for r in result.records] == [0, 1]
+    assert "| random | 2 |" in (work / "results.md").read_text()
