@@ -10,8 +10,8 @@ hundred KB) beside gigabytes of caches and checkpoints that go with the machine.
   thread count, another CPU) are not the same run. No user or item id is copied.
 - ``table DIR`` prints, from a bench or packed folder and without the data, the models or the caches, each
   metric's per-seed values and the paired tables of ``results.md`` (bootstrap over test users, seeds averaged;
-  each seed against the reference's run of the same seed), then the seed-paired p-values against the
-  reference adjusted for the number of comparisons (Holm).
+  each seed against the reference's run of the same seed, its p-value also adjusted for the number of methods
+  compared to that reference: Holm).
 - A packed folder is a bench folder: copied to a working folder, ``tunesift bench rec`` with the same settings
   resumes on it, skipping the packed runs, so seeds run on different machines end in one table.
 
@@ -133,9 +133,9 @@ def load(folder: Path) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], dic
 
 def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str, ...] = ("random", "full"),
            order: list[str] | None = None) -> str:
-    """Markdown: per metric, the per-seed table, ``results.md``'s paired section and the Holm-adjusted
-    run-to-run p-values against the first reference present."""
-    from tunesift.bench.stats import holm, paired_section, run_means, seed_comparisons
+    """Markdown: per metric, the per-seed table and ``results.md``'s paired section (bootstrap over test users;
+    run to run, with Holm-adjusted p-values)."""
+    from tunesift.bench.stats import paired_section, run_means
 
     runs, refs = load(folder)
     if not runs:
@@ -161,15 +161,6 @@ def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str
                          + f" | {np.mean(values):.4f} | {sd} |")
         text, _, _ = paired_section(per_example, seeds, references, metric, f"{metric}: paired comparisons")
         parts += ["\n".join(lines) + "\n", text]
-        ref = next((r for r in references if r in means), None)
-        found = {m: d[ref] for m, d in seed_comparisons(means, [ref]).items() if ref in d} if ref else {}
-        if found:
-            adjusted = holm([d.p_value for d in found.values()])
-            rows = [f"| {m} | {len(d.seeds)} | {d.diff:+.4f} | {d.p_value:.3f} | {a:.3f} |"
-                    for (m, d), a in zip(found.items(), adjusted)]
-            parts.append(f"Run to run against {ref}, adjusted for the {len(found)} comparisons (Holm):\n\n"
-                         f"| method | seeds paired | Δ {metric} | p | p (Holm) |\n|---|---|---|---|---|\n"
-                         + "\n".join(rows) + "\n")
     return "\n".join(parts)
 
 

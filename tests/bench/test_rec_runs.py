@@ -89,9 +89,9 @@ def test_table_matches_the_runs_and_a_plain_paired_t_test(rr, tmp_path, capsys):
     assert "popular (no training)" in out and "sasrec (surrogate)" in out and "Run-to-run" in out
     p = {m: ttest_rel(means[m], means["random"]).pvalue for m in ("dealrec", "grand")}
     adjusted = holm([p["dealrec"], p["grand"]])
-    assert f"| dealrec | 3 | {np.mean(np.subtract(means['dealrec'], means['random'])):+.4f} | {p['dealrec']:.3f} | " \
-           f"{adjusted[0]:.3f} |" in out
-    assert f"| grand | 3 | " in out and f"{adjusted[1]:.3f} |" in out
+    diff = np.mean(np.subtract(means["dealrec"], means["random"]))
+    assert f"{diff:+.4f} [" in out and f"p={p['dealrec']:.3f} (Holm p={adjusted[0]:.3f}), 3 seeds" in out
+    assert f"p={p['grand']:.3f} (Holm p={adjusted[1]:.3f}), 3 seeds" in out
     with pytest.raises(SystemExit, match="no metric 'recall@20'"):
         rr.tables(dest, ["recall@20"])
 

@@ -414,8 +414,13 @@ def test_seed_markdown_pairs_only_shared_seeds_and_bolds_significant_rows():
     assert lines[0] == "| method | Δ accuracy vs random over seeds [95% t-interval] |"
     gotd = next(x for x in lines if x.startswith("| gotd |"))
     dsir = next(x for x in lines if x.startswith("| dsir |"))
-    assert "**+0.100 [+0.100, +0.100]** p<0.001, 3 seeds (+0.100, +0.100, +0.100)" in gotd
+    assert "**+0.100 [+0.100, +0.100]** p<0.001 (Holm p<0.001), 3 seeds (+0.100, +0.100, +0.100)" in gotd
     assert "**" not in dsir and "3 seeds" in dsir
+    # Holm over the two methods compared to random: the larger p stays, the smaller doubles (capped by it)
+    p_dsir = numbers["dsir"]["random"]["p_value"]
+    assert numbers["dsir"]["random"]["p_holm"] == pytest.approx(max(p_dsir, 2 * numbers["gotd"]["random"]["p_value"]))
+    assert numbers["gotd"]["random"]["p_holm"] == pytest.approx(2 * numbers["gotd"]["random"]["p_value"])
+    assert f"(Holm p={p_dsir:.3f})" in dsir
     assert not any(x.startswith("| knn |") for x in lines)  # one seed: no spread to estimate
     assert set(numbers) == {"gotd", "dsir"} and numbers["dsir"]["random"]["seeds"] == [0, 1, 2]
     assert stats.seed_markdown({"knn": {0: 0.7}, "random": {0: 0.7}}, ["random"]) == ("", {})

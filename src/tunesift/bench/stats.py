@@ -589,6 +589,11 @@ def seed_markdown(runs: Mapping[str, Mapping[int, float]], references: Sequence[
     if not found:
         return "", {}
     refs = [r for r in dict.fromkeys(references) if any(r in d for d in found.values())]
+    # Holm over the methods compared to one reference: the family a reader scans for "any method differs"
+    adjusted: dict[tuple[str, str], float] = {}
+    for r in refs:
+        family = [m for m, by_ref in found.items() if r in by_ref]
+        adjusted.update(zip(((m, r) for m in family), holm([found[m][r].p_value for m in family])))
     level, f = f"{100 * confidence:g}%", f".{digits}f"
     head = ["method"] + [f"Δ {_cell(metric)} vs {_cell(r)} over seeds [{level} t-interval]" for r in refs]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -602,12 +607,14 @@ def seed_markdown(runs: Mapping[str, Mapping[int, float]], references: Sequence[
             text = f"{d.diff:+{f}} [{d.low:+{f}}, {d.high:+{f}}]"
             per_seed = ", ".join(f"{x:+{f}}" for x in d.differences)
             cells.append((f"**{text}**" if d.significant else text)
-                         + f" {_p(d.p_value)}, {len(d.seeds)} seeds ({per_seed})")
+                         + f" {_p(d.p_value)} (Holm {_p(adjusted[m, r])}), {len(d.seeds)} seeds ({per_seed})")
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nRun-to-run: each seed's run paired with the reference's run of the same seed, the metric a "
             f"mean over the test examples of that run; mean of the per-seed differences with a Student-t "
-            f"{level} interval and a paired t-test over seeds. **Bold**: the interval excludes 0.")
-    as_dicts = {m: {r: d.to_dict() for r, d in by_ref.items()} for m, by_ref in found.items()}
+            f"{level} interval and a paired t-test over seeds. **Bold**: the interval excludes 0. Holm: the p-value "
+            f"adjusted for the number of methods compared to that reference (family-wise error rate).")
+    as_dicts = {m: {r: {**d.to_dict(), "p_holm": adjusted[m, r]} for r, d in by_ref.items()}
+                for m, by_ref in found.items()}
     return "\n".join(lines) + "\n" + note + "\n", as_dicts
 
 
