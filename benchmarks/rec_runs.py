@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-EVIDENCE = ("result.json", "per_user.npz")
+COST = {"selection_s": "select s", "finetune_s": "train s", "eval_s": "rank s", "n_train": "training samples",
+        "train_steps": "steps", "finetune_peak_rss_mb": "train peak RSS MB"}
 
 
 def _settings(folder: Path) -> dict:
@@ -117,27 +118,32 @@ def pack(sources: list[Path], dest: Path) -> dict[str, int]:
     return {"added": len(plan), "same": same}
 
 
-def load(folder: Path) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], dict[str, dict[str, np.ndarray]]]:
-    """method -> seed -> metric -> per-user values, and the reference rankers (name -> metric -> values)."""
+def load(folder: Path) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], dict[str, dict[str, np.ndarray]],
+                                list[dict]]:
+    """method -> seed -> metric -> per-user values, the reference rankers (name -> metric -> values) and the
+    runs' records."""
     runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    records = []
     for run in finished_runs(folder):
         record = json.loads((run / "result.json").read_text(encoding="utf-8"))
         runs.setdefault(str(record["method"]), {})[int(record["seed"])] = _arrays(run / "per_user.npz")
+        records.append(record)
     refs: dict[str, dict[str, np.ndarray]] = {}
     if (folder / "references.npz").exists():
         for key, values in _arrays(folder / "references.npz").items():
             name, metric = key.split(":", 1)
             refs.setdefault(name, {})[metric] = values
-    return runs, refs
+    return runs, refs, records
 
 
 def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str, ...] = ("random", "full"),
            order: list[str] | None = None) -> str:
     """Markdown: per metric, the per-seed table and ``results.md``'s paired section (bootstrap over test users;
-    run to run, with Holm-adjusted p-values)."""
+    run to run, with Holm-adjusted p-values); then each method's cost per run."""
+    from tunesift.bench.common import markdown_table, summarize
     from tunesift.bench.stats import paired_section, run_means
 
-    runs, refs = load(folder)
+    runs, refs, records = load(folder)
     if not runs:
         raise SystemExit(f"{folder}: no finished run (runs/*/result.json with per_user.npz)")
     methods = [m for m in (order or []) if m in runs] + sorted(set(runs) - set(order or []))
@@ -161,6 +167,9 @@ def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str
                          + f" | {np.mean(values):.4f} | {sd} |")
         text, _, _ = paired_section(per_example, seeds, references, metric, f"{metric}: paired comparisons")
         parts += ["\n".join(lines) + "\n", text]
+    cost = [c for c in COST if any(c in r for r in records)]
+    parts.append("## Cost per run (mean ± sd over seeds)\n\n"
+                 + markdown_table(summarize(records, ["method"], cost, order=methods), cost, digits=1, labels=COST))
     return "\n".join(parts)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from tunesift.bench.common import (
     RunStore,
+    markdown_table,
     mean_std,
     measure,
     plot_bars,
@@ -106,3 +107,9 @@ def test_write_results_and_plots(tmp_path):
     rows2 = summarize([{"m": "a", "budget": b, "acc": b / 10} for b in (1, 2, 4)], ["m", "budget"], ["acc"])
     png2 = plot_lines(tmp_path / "l.png", rows2, x="budget", metric="acc", series="m", log_x=True)
     assert png2.stat().st_size > 1000
+
+
+def test_markdown_table_with_no_decimals_writes_small_values_in_scientific_notation():
+    rows = summarize([{"m": "a", "s": 0.05}, {"m": "a", "s": 0.07}, {"m": "b", "s": 1234.4}], ["m"], ["s"])
+    text = markdown_table(rows, ["s"], digits=0)
+    assert "| a | 2 | 6e-02 ± 1e-02 |" in text and "| b | 1 | 1234 |" in text

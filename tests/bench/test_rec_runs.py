@@ -25,7 +25,8 @@ def _bench(folder: Path, runs: dict, source: str = "/data/games", fingerprint: s
         run = folder / "runs" / f"method={method},seed={seed}"
         run.mkdir(parents=True)
         np.savez(run / "per_user.npz", **{"recall@10": values, "ndcg@10": values / 2})
-        (run / "result.json").write_text(json.dumps({"method": method, "seed": seed, "recall@10": values.mean()}))
+        (run / "result.json").write_text(json.dumps({"method": method, "seed": seed, "recall@10": values.mean(),
+                                                     "finetune_s": 100.0 + seed}))
         (run / "generations.jsonl").write_text('{"user": "u1"}\n')
         (run / "selection.json").write_text('{"users": ["u1"]}')
         (run / "model.pt").write_bytes(b"0" * 100)
@@ -92,6 +93,7 @@ def test_table_matches_the_runs_and_a_plain_paired_t_test(rr, tmp_path, capsys):
     diff = np.mean(np.subtract(means["dealrec"], means["random"]))
     assert f"{diff:+.4f} [" in out and f"p={p['dealrec']:.3f} (Holm p={adjusted[0]:.3f}), 3 seeds" in out
     assert f"p={p['grand']:.3f} (Holm p={adjusted[1]:.3f}), 3 seeds" in out
+    assert "| method | runs | train s |" in out and "| dealrec | 3 | 101.0 ± 1.0 |" in out  # seeds 0-2: 100-102 s
     with pytest.raises(SystemExit, match="no metric 'recall@20'"):
         rr.tables(dest, ["recall@20"])
 

@@ -344,7 +344,7 @@ def _fmt(x: float | None, digits: int) -> str:
     if x is None:
         return "—"
     if x != 0 and (abs(x) < 10 ** -digits or abs(x) >= 1e6):
-        return f"{x:.{digits - 1}e}"
+        return f"{x:.{max(digits - 1, 0)}e}"
     return f"{x:.{digits}f}"
 
 
