@@ -136,41 +136,100 @@ def load(folder: Path) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], dic
     return runs, refs, records
 
 
+REFERENCE_LABELS = {"popular": "popular (no training)", "sasrec": "sasrec (surrogate)"}
+
+
+class Runs:
+    """A bench or packed folder's finished runs, read once: the methods in order, their per-user values by
+    metric (method -> (seeds, users)) with the seed of each row, and the reference rankers beside them."""
+
+    def __init__(self, folder: Path, metrics: list[str] | None = None, order: list[str] | None = None):
+        self.runs, self.refs, self.records = load(folder)
+        if not self.runs:
+            raise SystemExit(f"{folder}: no finished run (runs/*/result.json with per_user.npz)")
+        self.methods = [m for m in (order or []) if m in self.runs] + sorted(set(self.runs) - set(order or []))
+        known = sorted({k for by_seed in self.runs.values() for arrays in by_seed.values() for k in arrays})
+        self.metrics = metrics or known
+        missing = [m for m in self.metrics if m not in known]
+        if missing:
+            raise SystemExit(f"{folder}: no metric {missing[0]!r} in the runs; they have {', '.join(known)}")
+        self.seeds = {m: sorted(self.runs[m]) for m in self.methods}
+
+    def per_example(self, metric: str) -> dict[str, np.ndarray]:
+        """method -> (seeds, users), then each reference ranker -> (1, users)."""
+        out = {m: np.stack([self.runs[m][s][metric] for s in self.seeds[m]]) for m in self.methods}
+        out.update({REFERENCE_LABELS.get(r, r): by[metric][None] for r, by in self.refs.items() if metric in by})
+        return out
+
+    def run_means(self, metric: str) -> dict[str, dict[int, float]]:
+        from tunesift.bench.stats import run_means
+
+        values = self.per_example(metric)
+        return run_means({m: values[m] for m in self.methods}, self.seeds)
+
+
 def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str, ...] = ("random", "full"),
            order: list[str] | None = None) -> str:
     """Markdown: per metric, the per-seed table and ``results.md``'s paired section (bootstrap over test users;
     run to run, with Holm-adjusted p-values); then each method's cost per run."""
     from tunesift.bench.common import markdown_table, summarize
-    from tunesift.bench.stats import paired_section, run_means
+    from tunesift.bench.stats import paired_section
 
-    runs, refs, records = load(folder)
-    if not runs:
-        raise SystemExit(f"{folder}: no finished run (runs/*/result.json with per_user.npz)")
-    methods = [m for m in (order or []) if m in runs] + sorted(set(runs) - set(order or []))
-    known = sorted({k for by_seed in runs.values() for arrays in by_seed.values() for k in arrays})
-    metrics = metrics or known
-    missing = [m for m in metrics if m not in known]
-    if missing:
-        raise SystemExit(f"{folder}: no metric {missing[0]!r} in the runs; they have {', '.join(known)}")
+    r = Runs(folder, metrics, order)
     parts = []
-    for metric in metrics:
-        seeds = {m: sorted(runs[m]) for m in methods}
-        per_example = {m: np.stack([runs[m][s][metric] for s in seeds[m]]) for m in methods}
-        labels = {"popular": "popular (no training)", "sasrec": "sasrec (surrogate)"}
-        per_example.update({labels.get(r, r): by[metric][None] for r, by in refs.items() if metric in by})
-        means = run_means({m: per_example[m] for m in methods}, seeds)
+    for metric in r.metrics:
+        means = r.run_means(metric)
         lines = [f"## {metric}", "", "| method | seeds | per-seed mean | mean | sd over seeds |", "|---|---|---|---|---|"]
-        for m in methods:
-            values = [means[m][s] for s in seeds[m]]
+        for m in r.methods:
+            values = [means[m][s] for s in r.seeds[m]]
             sd = f"{np.std(values, ddof=1):.4f}" if len(values) > 1 else "—"
             lines.append(f"| {m} | {len(values)} | " + ", ".join(f"{v:.4f}" for v in values)
                          + f" | {np.mean(values):.4f} | {sd} |")
-        text, _, _ = paired_section(per_example, seeds, references, metric, f"{metric}: paired comparisons")
+        text, _, _ = paired_section(r.per_example(metric), r.seeds, references, metric, f"{metric}: paired comparisons")
         parts += ["\n".join(lines) + "\n", text]
-    cost = [c for c in COST if any(c in r for r in records)]
+    cost = [c for c in COST if any(c in rec for rec in r.records)]
     parts.append("## Cost per run (mean ± sd over seeds)\n\n"
-                 + markdown_table(summarize(records, ["method"], cost, order=methods), cost, digits=1, labels=COST))
+                 + markdown_table(summarize(r.records, ["method"], cost, order=r.methods), cost, digits=1, labels=COST))
     return "\n".join(parts)
+
+
+def _interval(d, digits: int = 4) -> str:
+    text = f"{d.diff:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
+    return f"**{text}**" if d.significant else text
+
+
+def summary(folder: Path, metrics: list[str] | None = None, reference: str = "random",
+            order: list[str] | None = None) -> str:
+    """One Markdown table over the methods: each metric's mean [95% CI] (bootstrap over test users, seeds
+    averaged), the first metric's per-seed values, and its difference to ``reference`` twice — over test
+    users (paired bootstrap) and over seeds (each seed against the reference's run of that seed, paired
+    t-test; Holm over the methods compared). **Bold**: the interval excludes 0."""
+    from tunesift.bench.stats import _p, compare_methods, holm, seed_comparisons
+
+    r = Runs(folder, metrics, order)
+    if reference not in r.runs:
+        raise SystemExit(f"{folder}: no run of the reference {reference!r}; methods: {', '.join(r.methods)}")
+    primary = r.metrics[0]
+    estimates = {metric: {c.method: c for c in compare_methods(r.per_example(metric), [reference], seed=0)}
+                 for metric in r.metrics}
+    means = r.run_means(primary)
+    over = {m: d[reference] for m, d in seed_comparisons(means, [reference]).items() if reference in d}
+    adjusted = dict(zip(over, holm([d.p_value for d in over.values()])))
+    head = (["method", "seeds"] + [f"{m} [95% CI]" for m in r.metrics] + [f"per-seed {primary}"]
+            + [f"Δ {primary} vs {reference}, test users", f"Δ {primary} vs {reference}, over seeds (Holm)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for name, c in estimates[primary].items():
+        cells = [name, str(len(r.seeds[name])) if name in r.seeds else "—"]
+        for metric in r.metrics:
+            e = estimates[metric][name].estimate if name in estimates[metric] else None
+            cells.append(f"{e.mean:.4f} [{e.low:.4f}, {e.high:.4f}]" if e else "—")
+        cells.append(", ".join(f"{means[name][s]:.4f}" for s in r.seeds[name]) if name in means else "—")
+        d = c.differences.get(reference)
+        cells.append(f"{_interval(d)} {_p(d.p_value)}" if d else "—")
+        d = over.get(name)
+        cells.append(f"{_interval(d)} {_p(d.p_value)} ({_p(adjusted[name])}), {len(d.seeds)} seeds" if d else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("folder", type=Path)
     t.add_argument("--metrics", default=None, help="comma-separated (default: every metric of the runs)")
     t.add_argument("--methods", default=None, help="comma-separated order of the rows (default: by name)")
+    u = sub.add_parser("summary", help="one table over the methods: CIs, per-seed values, Δ to the reference")
+    u.add_argument("folder", type=Path)
+    u.add_argument("--metrics", default=None, help="comma-separated; the first is the one compared (default: all)")
+    u.add_argument("--methods", default=None, help="comma-separated order of the rows (default: by name)")
+    u.add_argument("--reference", default="random")
     args = p.parse_args(argv)
     if args.command == "pack":
         if len(args.folders) < 2:
@@ -191,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dest}: {counts['added']} run(s) added, {counts['same']} already there and identical")
     else:
         split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-        print(tables(args.folder, split(args.metrics), order=split(args.methods)))
+        if args.command == "summary":
+            print(summary(args.folder, split(args.metrics), args.reference, order=split(args.methods)))
+        else:
+            print(tables(args.folder, split(args.metrics), order=split(args.methods)))
     return 0
 
 

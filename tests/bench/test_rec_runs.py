@@ -98,6 +98,41 @@ def test_table_matches_the_runs_and_a_plain_paired_t_test(rr, tmp_path, capsys):
         rr.tables(dest, ["recall@20"])
 
 
+def test_summary_is_one_row_per_method_with_the_bootstrap_and_the_seed_test(rr, tmp_path, capsys):
+    from scipy.stats import ttest_rel
+
+    from tunesift.bench.stats import compare_methods, holm
+
+    runs = {("random", s): _values(s) for s in (0, 1, 2)}
+    runs |= {("dealrec", s): _values(s, 0.05 * (s + 1)) for s in (0, 1, 2)}
+    runs |= {("grand", s): _values(20 + s) for s in (0, 1, 2)} | {("ccs", 0): _values(30)}
+    dest = tmp_path / "packed"
+    rr.pack([_bench(tmp_path / "a", runs)], dest)
+    assert rr.main(["summary", str(dest), "--metrics", "recall@10,ndcg@10", "--methods", "random,dealrec,grand,ccs"]) == 0
+    rows = {line.split(" | ")[0].strip("| *"): line for line in capsys.readouterr().out.strip().splitlines()[2:]}
+    assert list(rows) == ["random", "dealrec", "grand", "ccs", "popular (no training)", "sasrec (surrogate)"]
+    stacked = {m: np.stack([runs[(m, s)] for s in sorted(s for (k, s) in runs if k == m)])
+               for m in ("random", "dealrec", "grand", "ccs")}
+    # the CI cells are compare_methods' (bootstrap over users, seeds averaged), for both metrics
+    for metric, scale in (("recall@10", 1.0), ("ndcg@10", 0.5)):
+        c = {x.method: x for x in compare_methods({m: v * scale for m, v in stacked.items()}, ["random"], seed=0)}
+        e = c["dealrec"].estimate
+        assert f"{e.mean:.4f} [{e.low:.4f}, {e.high:.4f}]" in rows["dealrec"]
+        if metric == "recall@10":  # the compared metric: Δ over test users
+            d = c["grand"].differences["random"]
+    assert f"{d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" in rows["grand"]
+    # over seeds: a plain paired t-test on the per-seed means, Holm over the methods with seeds in common
+    means = {m: stacked[m].mean(axis=1) for m in stacked}
+    p = [ttest_rel(means[m], means["random"]).pvalue for m in ("dealrec", "grand")]
+    adjusted = holm(p)
+    assert f"p={p[0]:.3f} (p={adjusted[0]:.3f}), 3 seeds" in rows["dealrec"]
+    assert f"p={p[1]:.3f} (p={adjusted[1]:.3f}), 3 seeds" in rows["grand"]
+    assert rows["ccs"].endswith("| — |") and "| ccs | 1 | " in rows["ccs"]  # one seed: no seed test
+    assert "| popular (no training) | — | " in rows["popular (no training)"]
+    with pytest.raises(SystemExit, match="no run of the reference 'full'"):
+        rr.summary(dest, reference="full")
+
+
 def test_a_packed_folder_resumes_as_a_bench_folder(rr, tmp_path):
     """`bench rec` on a copy of a packed folder skips the packed runs and tables them with its new ones."""
     from tests.bench.test_rec_bench import write_games_fixture
