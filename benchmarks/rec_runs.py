@@ -1,7 +1,7 @@
 """Keep the evidence of a ``tunesift bench rec`` folder, pool several folders' runs, and print their tables.
 
 A bench folder holds what its ``results.md`` is computed from (each run's record and per-user metrics, a few
-hundred KB) beside gigabytes of caches and checkpoints that go with the machine. Three commands:
+hundred KB) beside gigabytes of caches and checkpoints that go with the machine. Four commands:
 
 - ``pack SRC [SRC ...] DEST`` copies only the evidence — ``bench.json``, ``references.npz`` and, per run,
   ``result.json`` and ``per_user.npz`` (compressed) — into ``DEST``. Every source must hold a bench with
@@ -12,11 +12,14 @@ hundred KB) beside gigabytes of caches and checkpoints that go with the machine.
   metric's per-seed values and the paired tables of ``results.md`` (bootstrap over test users, seeds averaged;
   each seed against the reference's run of the same seed, its p-value also adjusted for the number of methods
   compared to that reference: Holm).
+- ``summary DIR`` prints one table over the methods: each metric's mean and 95% CI, the first metric's
+  per-seed values and its difference to ``--reference`` (default ``random``) over test users and over seeds.
 - A packed folder is a bench folder: copied to a working folder, ``tunesift bench rec`` with the same settings
   resumes on it, skipping the packed runs, so seeds run on different machines end in one table.
 
     python benchmarks/rec_runs.py pack /work/runs/tiger-stable benchmarks/results/tiger-stable
     python benchmarks/rec_runs.py table benchmarks/results/tiger-stable --metrics recall@10,recall@20
+    python benchmarks/rec_runs.py summary benchmarks/results/tiger-stable --metrics recall@10,ndcg@10
 """
 
 from __future__ import annotations
