@@ -196,18 +196,13 @@ def tables(folder: Path, metrics: list[str] | None = None, references: tuple[str
     return "\n".join(parts)
 
 
-def _interval(d, digits: int = 4) -> str:
-    text = f"{d.diff:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
-    return f"**{text}**" if d.significant else text
-
-
 def summary(folder: Path, metrics: list[str] | None = None, reference: str = "random",
             order: list[str] | None = None) -> str:
     """One Markdown table over the methods: each metric's mean [95% CI] (bootstrap over test users, seeds
     averaged), the first metric's per-seed values, and its difference to ``reference`` twice — over test
     users (paired bootstrap) and over seeds (each seed against the reference's run of that seed, paired
     t-test; Holm over the methods compared). **Bold**: the interval excludes 0."""
-    from tunesift.bench.stats import _p, compare_methods, holm, seed_comparisons
+    from tunesift.bench.stats import _p, compare_methods, difference_text, holm_by_reference, seed_comparisons
 
     r = Runs(folder, metrics, order)
     if reference not in r.runs:
@@ -216,8 +211,8 @@ def summary(folder: Path, metrics: list[str] | None = None, reference: str = "ra
     estimates = {metric: {c.method: c for c in compare_methods(r.per_example(metric), [reference], seed=0)}
                  for metric in r.metrics}
     means = r.run_means(primary)
-    over = {m: d[reference] for m, d in seed_comparisons(means, [reference]).items() if reference in d}
-    adjusted = dict(zip(over, holm([d.p_value for d in over.values()])))
+    found = seed_comparisons(means, [reference])
+    adjusted = holm_by_reference(found, [reference])
     head = (["method", "seeds"] + [f"{m} [95% CI]" for m in r.metrics] + [f"per-seed {primary}"]
             + [f"Δ {primary} vs {reference}, test users", f"Δ {primary} vs {reference}, over seeds (Holm)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -228,9 +223,9 @@ def summary(folder: Path, metrics: list[str] | None = None, reference: str = "ra
             cells.append(f"{e.mean:.4f} [{e.low:.4f}, {e.high:.4f}]" if e else "—")
         cells.append(", ".join(f"{means[name][s]:.4f}" for s in r.seeds[name]) if name in means else "—")
         d = c.differences.get(reference)
-        cells.append(f"{_interval(d)} {_p(d.p_value)}" if d else "—")
-        d = over.get(name)
-        cells.append(f"{_interval(d)} {_p(d.p_value)} ({_p(adjusted[name])}), {len(d.seeds)} seeds" if d else "—")
+        cells.append(difference_text(d) if d else "—")
+        d = found.get(name, {}).get(reference)
+        cells.append(f"{difference_text(d)} ({_p(adjusted[name, reference])}), {len(d.seeds)} seeds" if d else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -521,6 +521,23 @@ def _cell(name: str) -> str:
     return name.replace("|", "\\|")
 
 
+def difference_text(d: _Difference, digits: int = 4) -> str:
+    """``Δ [low, high] p``, the interval in bold where it excludes 0 (a paired or a run-to-run difference)."""
+    f = f".{digits}f"
+    text = f"{d.diff:+{f}} [{d.low:+{f}}, {d.high:+{f}}]"
+    return (f"**{text}**" if d.significant else text) + f" {_p(d.p_value)}"
+
+
+def holm_by_reference(found: Mapping[str, Mapping[str, _Difference]], references: Sequence[str]
+                      ) -> dict[tuple[str, str], float]:
+    """(method, reference) -> the p-value Holm-adjusted over the methods compared to that reference."""
+    adjusted: dict[tuple[str, str], float] = {}
+    for r in references:
+        family = [m for m, by_ref in found.items() if r in by_ref]
+        adjusted.update(zip(((m, r) for m in family), holm([found[m][r].p_value for m in family])))
+    return adjusted
+
+
 def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: int = 4,
              references: Sequence[str] | None = None) -> str:
     """A Markdown table of ``compare_methods``'s results, and the smallest detectable difference.
@@ -555,8 +572,7 @@ def markdown(comparisons: Sequence[Comparison], metric: str = "metric", digits: 
             if d is None:
                 cells.append("—")
                 continue
-            text = f"{d.diff:+{f}} [{d.low:+{f}}, {d.high:+{f}}]"
-            cells.append((f"**{text}**" if d.significant else text) + f" {_p(d.p_value)}")
+            cells.append(difference_text(d, digits))
         lines.append("| " + " | ".join(cells) + " |")
 
     notes = [
@@ -590,10 +606,7 @@ def seed_markdown(runs: Mapping[str, Mapping[int, float]], references: Sequence[
         return "", {}
     refs = [r for r in dict.fromkeys(references) if any(r in d for d in found.values())]
     # Holm over the methods compared to one reference: the family a reader scans for "any method differs"
-    adjusted: dict[tuple[str, str], float] = {}
-    for r in refs:
-        family = [m for m, by_ref in found.items() if r in by_ref]
-        adjusted.update(zip(((m, r) for m in family), holm([found[m][r].p_value for m in family])))
+    adjusted = holm_by_reference(found, refs)
     level, f = f"{100 * confidence:g}%", f".{digits}f"
     head = ["method"] + [f"Δ {_cell(metric)} vs {_cell(r)} over seeds [{level} t-interval]" for r in refs]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -604,10 +617,8 @@ def seed_markdown(runs: Mapping[str, Mapping[int, float]], references: Sequence[
             if d is None:
                 cells.append("—")
                 continue
-            text = f"{d.diff:+{f}} [{d.low:+{f}}, {d.high:+{f}}]"
             per_seed = ", ".join(f"{x:+{f}}" for x in d.differences)
-            cells.append((f"**{text}**" if d.significant else text)
-                         + f" {_p(d.p_value)} (Holm {_p(adjusted[m, r])}), {len(d.seeds)} seeds ({per_seed})")
+            cells.append(difference_text(d, digits) + f" (Holm {_p(adjusted[m, r])}), {len(d.seeds)} seeds ({per_seed})")
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nRun-to-run: each seed's run paired with the reference's run of the same seed, the metric a "
             f"mean over the test examples of that run; mean of the per-seed differences with a Student-t "
