@@ -1,6 +1,7 @@
 """Fixtures shared by several test modules."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,13 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def repo_script():
-    """``repo_script("benchmarks/rec_runs.py")``: a script of the repository (not part of the package),
+    """``repo_script("benchmarks/bench_runs.py")``: a script of the repository (not part of the package),
     imported from its path."""
 
     def load(relative: str):
         path = REPO / relative
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         return module
 

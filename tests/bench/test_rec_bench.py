@@ -176,10 +176,12 @@ def test_cli_tiger_bench_with_ablations_paired_statistics_and_references(games, 
     for method in methods.split(","):
         assert f"| {method} | 2 |" in md
     assert "## Paired comparisons" in md and "### recall@10" in md and "Δ vs random" in md and "Δ vs full" in md
-    assert "popular (no training)" in md and "sasrec (surrogate)" in md and "TIGER rows" in md
+    assert "popular (train)" in md and "sasrec (surrogate)" in md and "TIGER rows" in md
     data = json.loads((out / "results.json").read_text())
     rows = {c["method"]: c for c in data["paired"]["recall@10"]}
-    assert set(rows) == {*methods.split(","), "popular (no training)", "sasrec (surrogate)"}
+    from tunesift.bench.rec import REFERENCE_LABELS
+
+    assert set(rows) == {*methods.split(","), *REFERENCE_LABELS.values()}
     # the paired difference to random is the difference of the per-user means pooled over seeds
     per = {m: np.stack([np.load(out / "runs" / f"method={m},seed={s}" / "per_user.npz")["recall@10"]
                         for s in (0, 1)]) for m in ("dealrec", "random")}
@@ -220,3 +222,22 @@ def test_cli_tiger_bench_with_ablations_paired_statistics_and_references(games, 
     # a flag of the other backbone is refused, naming it
     assert main([*argv, "--lora-r", "4"]) == 2
     assert "--lora-r applies to bigrec only" in capsys.readouterr().err
+
+
+def test_popularity_rankers_equal_a_plain_count_and_leave_out_only_what_the_user_has_seen():
+    from types import SimpleNamespace
+
+    from tunesift.bench.rec import popularity_tops
+
+    # 6 items; the pool counts item 3 most in training, item 5 once there but three times in validation
+    pool = SimpleNamespace(train=[[3, 1], [3, 2], [3, 5, 1]], valid=[[5], [5], [5]])
+    data = SimpleNamespace(n_items=6, train=[[3, 1], [4], [2, 6]], valid=[[5], [], [1]], test=[[2], [1], [4]])
+    tops = popularity_tops(pool, data, [0, 1, 2], k=3)
+    train = {i: sum(seq.count(i) for seq in pool.train) for i in range(1, 7)}
+    both = {i: train[i] + sum(seq.count(i) for seq in pool.valid) for i in range(1, 7)}
+    plain = lambda counts: sorted(counts, key=lambda i: (-counts[i], i))  # noqa: E731  (ties by item id)
+    assert tops["popular"].tolist() == [plain(train)[:3]] * 3
+    assert tops["popular-valid"].tolist() == [plain(both)[:3]] * 3 and plain(both)[0] == 5
+    for row, u in enumerate([0, 1, 2]):
+        seen = set(data.train[u]) | set(data.valid[u])
+        assert tops["popular-valid-unseen"][row].tolist() == [i for i in plain(both) if i not in seen][:3]

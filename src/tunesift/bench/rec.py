@@ -47,7 +47,11 @@ FULL = "full"
 DEFAULT_METHODS = ("random", "grand", "el2n", "ccs", "dealrec", FULL)
 ABLATIONS = ("dealrec-no-effort", "dealrec-no-influence", "greedy")
 REFERENCES = ("random", FULL)
-REFERENCE_RANKERS = ("popular", "sasrec")
+# rankers that need no selection, scored on the same test users: three popularity lists and the surrogate
+POPULARITY_RANKERS = ("popular", "popular-valid", "popular-valid-unseen")
+REFERENCE_RANKERS = POPULARITY_RANKERS + ("sasrec",)
+REFERENCE_LABELS = {"popular": "popular (train)", "popular-valid": "popular (train + valid)",
+                    "popular-valid-unseen": "popular (train + valid, seen removed)", "sasrec": "sasrec (surrogate)"}
 
 
 def scales_for(backbone: str | type) -> dict[str, RecScale]:
@@ -106,6 +110,62 @@ def _sample_indices(candidates: Sequence[int], n: int | None, rng: np.random.Gen
     return sorted(int(i) for i in rng.choice(candidates, size=n, replace=False))
 
 
+def bench_users(data: Any, n_users: int | None, n_test_users: int | None, data_seed: int = 0
+                ) -> tuple[list[int], list[int]]:
+    """(pool users, test users) of a bench, as positions in ``data``: seeded subsamples (``data_seed``) of
+    the users with a training item and of ALL users with test items (all of them where the size is None)."""
+    rng = np.random.default_rng(data_seed)
+    with_train = [u for u in range(data.n_users) if data.train[u]]
+    with_test = [u for u in range(data.n_users) if data.test[u]]
+    if not with_train:
+        raise ValueError(f"{data.source}: no user has a training item")
+    if not with_test:
+        raise ValueError(f"{data.source}: no user has a test item; there is nothing to evaluate on")
+    return _sample_indices(with_train, n_users, rng), _sample_indices(with_test, n_test_users, rng)
+
+
+def popularity_tops(pool: Any, data: Any, test_users: Sequence[int], k: int) -> dict[str, np.ndarray]:
+    """(test users, k) top lists of the three popularity rankers (item ids, ties by item id), counted over
+    every user of ``pool`` (a bench's pool as its own dataset), for ``test_users`` (positions in ``data``):
+
+    - ``popular``: the pool's training interactions counted;
+    - ``popular-valid``: its training and validation interactions counted (everything observed before the
+      test items, as a deployed ranker would count);
+    - ``popular-valid-unseen``: the same list with each test user's own training and validation items left
+      out (a deployed ranker does not recommend what the user already has).
+
+    The backbones rank every item, seen ones included, as the first two do."""
+    def top(counts: np.ndarray, n: int) -> np.ndarray:
+        return np.argsort(-counts[1:], kind="stable")[:n] + 1
+
+    train = np.bincount([i for seq in pool.train for i in seq], minlength=data.n_items + 1)
+    both = train + np.bincount([i for seq in pool.valid for i in seq], minlength=data.n_items + 1)
+    out = {"popular": np.tile(top(train, k), (len(test_users), 1)),
+           "popular-valid": np.tile(top(both, k), (len(test_users), 1))}
+    longest = max((len(data.train[u]) + len(data.valid[u]) for u in test_users), default=0)
+    ranked = top(both, min(k + longest, data.n_items))
+    unseen = np.zeros((len(test_users), k), dtype=ranked.dtype)
+    for row, u in enumerate(test_users):
+        seen = set(data.train[u]) | set(data.valid[u])
+        unseen[row] = [i for i in ranked if i not in seen][:k]
+    out["popular-valid-unseen"] = unseen
+    return out
+
+
+def score_tops(tops: Mapping[str, np.ndarray], data: Any, test_users: Sequence[int], ks: Sequence[int]
+               ) -> dict[str, dict[str, np.ndarray]]:
+    """ranker -> metric (``recall@K``, ``ndcg@K``) -> per-test-user values of each (test users, k) top list."""
+    from tunesift.finetune.metrics import metrics_from_top_k
+
+    truth = [sorted(set(data.test[u])) for u in test_users]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for ref, t in tops.items():
+        m = metrics_from_top_k(t, truth, ks, n_items=data.n_items)
+        out[ref] = {**{f"recall@{k}": m.per_user_recall[:, j] for j, k in enumerate(m.ks)},
+                    **{f"ndcg@{k}": m.per_user_ndcg[:, j] for j, k in enumerate(m.ks)}}
+    return out
+
+
 def _measurement_record(prefix: str, m: Measurement | dict) -> dict:
     d = m if isinstance(m, dict) else asdict(m)
     rec = {f"{prefix}_s": round(d["seconds"], 3), f"{prefix}_peak_rss_mb": round(d["peak_rss_mb"], 1)}
@@ -140,15 +200,8 @@ class RecBench:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "cache"
         self.data = data if isinstance(data, RecData) else load_rec_data(data, format=format)
         full_data = self.data
-        rng = np.random.default_rng(data_seed)
-        with_train = [u for u in range(full_data.n_users) if full_data.train[u]]
-        with_test = [u for u in range(full_data.n_users) if full_data.test[u]]
-        if not with_train:
-            raise ValueError(f"{full_data.source}: no user has a training item")
-        if not with_test:
-            raise ValueError(f"{full_data.source}: no user has a test item; there is nothing to evaluate on")
-        self.pool_users = _sample_indices(with_train, self.scale.n_users, rng)
-        self.test_users = _sample_indices(with_test, self.scale.n_test_users, rng)
+        self.pool_users, self.test_users = bench_users(full_data, self.scale.n_users, self.scale.n_test_users,
+                                                       data_seed)
         if self.budget > len(self.pool_users):
             raise ValueError(f"budget {self.budget} is larger than the pool ({len(self.pool_users)} users with a "
                              f"training item at scale {self.scale.name})")
@@ -277,27 +330,36 @@ class RecBench:
     # ---------------------------------------------------------------------------------------- references
 
     def reference_rankers(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per-user metrics of two rankers that need no selection, on the same test users (once, saved):
-        ``popular`` (the pool's most frequent training items, ties by item id) and ``sasrec`` (the
-        surrogate of seed 0, trained on every pool user). Neither excludes a user's seen items, as the
-        backbones do not."""
-        import torch
-
-        from tunesift.finetune.metrics import metrics_from_top_k
-
+        """Per-user metrics of the rankers that need no selection, on the same test users (once, saved in
+        ``references.npz``; a file from before a ranker existed gets it added): the three
+        :func:`popularity_tops` lists and ``sasrec`` (the surrogate of seed 0, trained on every pool user,
+        on each test user's training and validation items). None excludes seen items but
+        ``popular-valid-unseen``, as the backbones do not."""
         path = self.out / "references.npz"
         names = self.metric_names()
+        found: dict[str, dict[str, np.ndarray]] = {}
         if path.exists():
             with np.load(path) as z:
-                return {ref: {m: z[f"{ref}:{m}"] for m in names} for ref in REFERENCE_RANKERS}
+                found = {ref: {m: z[f"{ref}:{m}"] for m in names} for ref in REFERENCE_RANKERS
+                         if all(f"{ref}:{m}" in z.files for m in names)}
+        if len(found) == len(REFERENCE_RANKERS):
+            return found
         kmax = max(self.scale.ks)
-        truth = [sorted(set(self.data.test[u])) for u in self.test_users]
-        counts = np.bincount([i for seq in self.pool.train for i in seq], minlength=self.data.n_items + 1)
-        popular = np.argsort(-counts[1:], kind="stable")[:kmax] + 1
-        tops = {"popular": np.tile(popular, (len(self.test_users), 1))}
-        trained = self._surrogate()
+        tops = {ref: t for ref, t in popularity_tops(self.pool, self.data, self.test_users, kmax).items()
+                if ref not in found}
+        if "sasrec" not in found:
+            tops["sasrec"] = self._sasrec_top(kmax)
+        found.update(score_tops(tops, self.data, self.test_users, self.scale.ks))
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **{f"{ref}:{m}": found[ref][m] for ref in REFERENCE_RANKERS for m in names})
+        return found
+
+    def _sasrec_top(self, kmax: int) -> np.ndarray:
+        import torch
+
         from tunesift.rec.sasrec import right_align
 
+        trained = self._surrogate()
         histories = [self.data.train[u] + self.data.valid[u] for u in self.test_users]
         inputs = torch.from_numpy(right_align(histories, trained.model.config.max_len))
         model = trained.model.eval()
@@ -307,15 +369,7 @@ class RecBench:
                 scores = model.score_items(inputs[lo : lo + 1024].to(self.device)).float()
                 scores[:, 0] = -torch.inf
                 top.append(torch.sort(-scores, dim=1, stable=True).indices[:, :kmax].cpu().numpy())
-        tops["sasrec"] = np.concatenate(top)
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for ref, t in tops.items():
-            m = metrics_from_top_k(t, truth, self.scale.ks, n_items=self.data.n_items)
-            out[ref] = {**{f"recall@{k}": m.per_user_recall[:, j] for j, k in enumerate(m.ks)},
-                        **{f"ndcg@{k}": m.per_user_ndcg[:, j] for j, k in enumerate(m.ks)}}
-        with atomic_write(path, "wb") as f:
-            np.savez(f, **{f"{ref}:{m}": v for ref, by in out.items() for m, v in by.items()})
-        return out
+        return np.concatenate(top)
 
     def _surrogate(self):
         from tunesift.output import Timer
@@ -360,8 +414,7 @@ class RecBench:
         parts, numbers = [], {}
         for metric, by_method in per_user.items():
             ordered = {m: by_method[m] for m in methods if m in by_method}
-            ordered.update({f"{ref} (no training)" if ref == "popular" else f"{ref} (surrogate)": by[metric][None]
-                            for ref, by in references.items()})
+            ordered.update({REFERENCE_LABELS[ref]: by[metric][None] for ref, by in references.items()})
             if not ordered:
                 continue
             text, numbers[metric], over_seeds = paired_section(ordered, seeds, REFERENCES, metric, metric)

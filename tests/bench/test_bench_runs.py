@@ -1,4 +1,4 @@
-"""benchmarks/rec_runs.py: packing a bench folder's evidence, pooling folders, and the tables from it."""
+"""benchmarks/bench_runs.py: packing a bench folder's evidence, pooling folders, and the tables from it."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture
 def rr(repo_script):
-    return repo_script("benchmarks/rec_runs.py")
+    return repo_script("benchmarks/bench_runs.py")
 
 
 def _bench(folder: Path, runs: dict, source: str = "/data/games", fingerprint: str = "abc") -> Path:
@@ -63,7 +63,7 @@ def test_pack_pools_folders_of_one_bench_and_refuses_what_does_not_match(rr, tmp
     before = sorted((p, p.read_bytes()) for p in dest.rglob("*") if p.is_file())
     # the same seed with other per-user values is not the same run: refused, nothing written
     clash = _bench(tmp_path / "c", {("random", 2): _values(99), ("random", 3): _values(3)})
-    with pytest.raises(SystemExit, match="method=random,seed=2.*different per-user"):
+    with pytest.raises(SystemExit, match="method=random,seed=2.*different per-example"):
         rr.pack([clash], dest)
     other = _bench(tmp_path / "d", {("random", 4): _values(4)}, fingerprint="other data")
     with pytest.raises(SystemExit, match="other settings.*data"):
@@ -87,7 +87,7 @@ def test_table_matches_the_runs_and_a_plain_paired_t_test(rr, tmp_path, capsys):
     out = capsys.readouterr().out
     means = {m: [float(runs[(m, s)].mean()) for s in (0, 1, 2)] for m in ("random", "dealrec", "grand")}
     assert "| random | 3 | " + ", ".join(f"{v:.4f}" for v in means["random"]) in out
-    assert "popular (no training)" in out and "sasrec (surrogate)" in out and "Run-to-run" in out
+    assert "popular (train)" in out and "sasrec (surrogate)" in out and "Run-to-run" in out
     p = {m: ttest_rel(means[m], means["random"]).pvalue for m in ("dealrec", "grand")}
     adjusted = holm([p["dealrec"], p["grand"]])
     diff = np.mean(np.subtract(means["dealrec"], means["random"]))
@@ -110,7 +110,7 @@ def test_summary_is_one_row_per_method_with_the_bootstrap_and_the_seed_test(rr, 
     rr.pack([_bench(tmp_path / "a", runs)], dest)
     assert rr.main(["summary", str(dest), "--metrics", "recall@10,ndcg@10", "--methods", "random,dealrec,grand,ccs"]) == 0
     rows = {line.split(" | ")[0].strip("| *"): line for line in capsys.readouterr().out.strip().splitlines()[2:]}
-    assert list(rows) == ["random", "dealrec", "grand", "ccs", "popular (no training)", "sasrec (surrogate)"]
+    assert list(rows) == ["random", "dealrec", "grand", "ccs", "popular (train)", "sasrec (surrogate)"]
     stacked = {m: np.stack([runs[(m, s)] for s in sorted(s for (k, s) in runs if k == m)])
                for m in ("random", "dealrec", "grand", "ccs")}
     # the CI cells are compare_methods' (bootstrap over users, seeds averaged), for both metrics
@@ -128,7 +128,7 @@ def test_summary_is_one_row_per_method_with_the_bootstrap_and_the_seed_test(rr, 
     assert f"p={p[0]:.3f} (p={adjusted[0]:.3f}), 3 seeds" in rows["dealrec"]
     assert f"p={p[1]:.3f} (p={adjusted[1]:.3f}), 3 seeds" in rows["grand"]
     assert rows["ccs"].endswith("| — |") and "| ccs | 1 | " in rows["ccs"]  # one seed: no seed test
-    assert "| popular (no training) | — | " in rows["popular (no training)"]
+    assert "| popular (train) | — | " in rows["popular (train)"]
     with pytest.raises(SystemExit, match="no run of the reference 'full'"):
         rr.summary(dest, reference="full")
 
