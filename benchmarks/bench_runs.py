@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py beside it
+
 COST = {"selection_s": "select s", "finetune_s": "train s", "eval_s": "rank s", "n_train": "training samples",
         "train_steps": "steps", "finetune_peak_rss_mb": "train peak RSS MB"}
 
@@ -148,6 +150,10 @@ def pack(sources: list[Path], dest: Path) -> dict[str, int]:
             if (src / rel).is_file() and rel not in stage_records:
                 stage_records[rel] = json.loads((src / rel).read_text(encoding="utf-8"))
     write_json(dest / "bench.json", base)
+    if not (dest / "machine.json").exists():  # where the runs ran: packing happens on that machine
+        from machine import machine_info
+
+        write_json(dest / "machine.json", {**machine_info(), "note": "the machine that packed the runs"})
     if references is not None:
         with atomic_write(dest / "references.npz", "wb") as f:
             np.savez_compressed(f, **references)

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--record", default=None, metavar="FILE", help="write the machine, the command and the "
+                        "results to this JSON file (benchmarks/results/STUDY/NAME.json)")
     effort = parser.add_argument_group("effort")
     effort.add_argument("--users", type=int, default=64, help="users (random, seeded) whose samples are scored")
     effort.add_argument("--llm", default=None, help="local HF causal-LM folder (default: packaged SmolLM2-135M)")
@@ -386,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_influence(args, data)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": rows}, indent=2, default=str))
+    if args.record:
+        from machine import write_record
+
+        write_record(args.record, "benchmarks/dealrec_speed.py", sys.argv[1:] if argv is None else argv,
+                     json.loads(json.dumps(rows, default=str)))
     return 0
 
 

@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="marginal error of the float64 reference solve; 0 skips it")
     run.add_argument("--repeat", type=int, default=1, help="time each solve this many times and keep the fastest")
     run.add_argument("--json", action="store_true", help="print one JSON object per case (after the table)")
+    run.add_argument("--record", default=None, metavar="FILE", help="write the machine, the command and every case's "
+                     "results to this JSON file (the evidence of a published table: benchmarks/results/STUDY/NAME.json)")
     args = parser.parse_args(argv)
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     unknown = set(args.solvers) - set(SOLVERS)
@@ -470,6 +472,10 @@ def main(argv: list[str] | None = None) -> None:
         print()
         for record in records:
             print(json.dumps(record))
+    if args.record:
+        from machine import write_record
+
+        write_record(args.record, "benchmarks/ot_speed.py", sys.argv[1:] if argv is None else argv, records)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,18 @@ class Study:
     def tables(self) -> dict[str, Callable[[], str]]:
         raise NotImplementedError
 
+    def machine(self) -> str:
+        """The machine the runs ran on (``machine.json``, written when they were packed)."""
+        path = self.folder / "machine.json"
+        if not path.is_file():
+            return "Not recorded (packed before machine records existed).\n"
+        m = json.loads(path.read_text(encoding="utf-8"))
+        v = m.get("versions", {})
+        return (f"{m.get('cpu')}, {m.get('cores')} cores ({', '.join(m.get('cpu_flags', [])) or 'no flags read'}), "
+                f"{m.get('memory_gib')} GiB" + (f", GPU {m['gpu']}" if m.get("gpu") else "") +
+                f"; Python {v.get('python')}, torch {v.get('torch')}, transformers {v.get('transformers')}, "
+                f"numpy {v.get('numpy')}; recorded {m.get('recorded_at', '')[:10]}.\n")
+
     def findings(self) -> list[Finding]:
         raise NotImplementedError
 
@@ -206,7 +218,7 @@ class RecStudy(Study):
     def tables(self):
         return {f"{self.name}/summary": self.summary, f"{self.name}/differences": self.differences,
                 f"{self.name}/training": self.training, f"{self.name}/cost": self.cost,
-                f"{self.name}/setup": self.setup}
+                f"{self.name}/setup": self.setup, f"{self.name}/machine": self.machine}
 
     def summary(self) -> str:
         """Each method's (and each reference ranker's) metrics with their 95% CI over test users, seeds averaged."""
@@ -375,7 +387,8 @@ class GotdStudy(Study):
         return out
 
     def tables(self):
-        out = {f"{self.name}/setup": self.setup, f"{self.name}/cost": self.cost, f"{self.name}/picks": self.picks}
+        out = {f"{self.name}/setup": self.setup, f"{self.name}/cost": self.cost, f"{self.name}/picks": self.picks,
+               f"{self.name}/machine": self.machine}
         for budget in self.budgets:
             out[f"{self.name}/budget-{budget}"] = lambda b=budget: self.budget_table(b, False)
             if self.zero_shot:

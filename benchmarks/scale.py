@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dir", default=None, help="where the .npy files go (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the .npy files (reused by a later run in --dir)")
     p.add_argument("--json", action="store_true", help="also print one JSON line per size")
+    p.add_argument("--record", default=None, metavar="FILE", help="write the machine, the command and one result "
+                   "per size to this JSON file (benchmarks/results/STUDY/NAME.json)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=["memory", "mmap"],
                    help="what to compare (default: memory mmap); the first is the reference of the ratios")
     p.add_argument("--shard-rows", type=int, default=100_000, help="rows per shard of the cli-shards mode")
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'rise MB':>8} {'file MB':>8}")
     print(header)
     made: list[Path] = []
+    lines: list[dict] = []
     try:
         for n in args.n:
             pool = folder / f"pool_n{n}_d{args.d}.npy"
@@ -291,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
                                             "top_identical": same_top}
             if args.json:
                 print(json.dumps(line))
+            lines.append(line)
+            if args.record:  # after every size, so a long run keeps what it finished
+                from machine import write_record
+
+                write_record(args.record, "benchmarks/scale.py", sys.argv[1:] if argv is None else argv, lines)
     finally:
         if not args.keep:
             for p in made:

@@ -44,7 +44,7 @@ def test_pack_copies_only_the_evidence_and_a_second_pack_adds_nothing(rr, tmp_pa
     assert rr.main(["pack", str(src), str(dest)]) == 0
     assert "6 run(s) added, 0 already there" in capsys.readouterr().out
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert files == ["bench.json", "references.npz"] + [f"runs/method={m},seed={s}/{f}" for m in ("dealrec", "random")
+    assert files == ["bench.json", "machine.json", "references.npz"] + [f"runs/method={m},seed={s}/{f}" for m in ("dealrec", "random")
                                                          for s in (0, 1, 2) for f in ("per_user.npz", "result.json")]
     for (m, s), values in runs.items():
         with np.load(dest / "runs" / f"method={m},seed={s}" / "per_user.npz") as z:
