@@ -7,7 +7,7 @@ from tunesift.pool import random as _random  # noqa: F401  (registration)
 from tunesift.pool.base import Context, PoolMethod, Ranking, order_by_score
 from tunesift.pool.run import PoolSelection, select_from_pool
 
-for _mod in ("gotd", "dsir", "knn"):
+for _mod in ("gotd", "dsir", "knn", "tsds"):
     try:
         __import__(f"tunesift.pool.{_mod}")
     except ModuleNotFoundError as _e:  # a method whose module is not written yet
