@@ -111,6 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(command words, parser) of every subcommand, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,), sub
+                yield from _commands(sub, prefix + (name,))
+
+
+def _unrecognised(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Exit 2 with the usage of the command that was run (not the top level's), naming the commands that
+    do take an unknown flag."""
+    words = tuple(w for w in (getattr(args, "command", None), getattr(args, "bench_command", None)) if w)
+    commands = dict(_commands(parser))
+    here = commands.get(words, parser)
+    hints = []
+    for flag in (e.split("=", 1)[0] for e in extra if e.startswith("--")):
+        owners = [" ".join(w) for w, p in commands.items() if w != words and flag in p._option_string_actions]
+        if owners:
+            hints.append(f"{flag} is a flag of `tunesift {'`, `tunesift '.join(owners)}`")
+    here.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the process is, so ``finally`` blocks and atomic writes clean up."""
 
@@ -132,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unrecognised(parser, args, extra)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -141,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        if getattr(args, "no_progress", False):
+            from tunesift.output import quiet_progress
+
+            with quiet_progress():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, ImportError, FolderBusyError) as e:
         if getattr(args, "debug", False):

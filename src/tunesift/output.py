@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
 import platform
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from tunesift.io.atomic import write_json, write_jsonl, write_parquet
+from tunesift.io.atomic import as_json, write_json, write_jsonl, write_parquet
 from tunesift.io.packed import CompactSequence
 
 
@@ -29,6 +30,45 @@ def ranks_from_order(order: np.ndarray, n: int) -> np.ndarray:
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
     return rank
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No progress bar from any library within the block (``--no-progress``): ours (tqdm), and those
+    transformers and huggingface_hub draw while loading or converting weights. Restored after it."""
+    names = ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")  # read by the libraries when they start a bar
+    before = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        with library_bars(False):
+            yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def library_bars(show: bool) -> Iterator[None]:
+    """Within the block, the progress bars of transformers and huggingface_hub (weight loading, GGUF
+    conversion) are drawn only when ``show``; the process's setting is restored after it."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    except ImportError:  # no Hugging Face libraries, no bars of theirs
+        show = True
+    if show:
+        yield
+        return
+
+    was = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was:
+            enable_progress_bars()
 
 
 def versions() -> dict[str, str]:
@@ -100,6 +140,10 @@ def write_selection(
     if not 0 < budget <= n:
         raise ValueError(f"budget {budget} must be in 1..{n}")
     rank = ranks_from_order(order, n)
+    along = scores[np.asarray(order, dtype=np.int64)]
+    if np.isnan(along).any() or np.any(np.diff(along) > 0):
+        raise ValueError("scores must be non-increasing along the order (higher = picked earlier), with no NaN; "
+                         "a method whose own quantity does not follow its order gives it its own column")
     table: dict[str, Any] = {
         "id": (ids if isinstance(ids, (list, CompactSequence)) else list(ids))
         if not all(isinstance(i, (int, np.integer)) for i in ids) else np.asarray(ids, dtype=np.int64),
@@ -117,14 +161,43 @@ def write_selection(
     if selected_rows is not None:
         paths["selected"] = out / "selected.jsonl"
         write_jsonl(paths["selected"], selected_rows)
-    manifest = dict(manifest)
+    complete_manifest(manifest, n, budget, written=True)
+    write_json(paths["manifest"], manifest)
+    return paths
+
+
+def complete_manifest(manifest: dict, n: int, budget: int, written: bool = False) -> dict:
+    """Fill in, in place, what every manifest carries — ``budget``, ``n_examples``, package ``versions``
+    (with ``torch_threads``), the ``command`` line and, once written, ``written_at`` — and make its values
+    what the JSON file holds, so a selection's in-memory manifest equals its ``manifest.json``."""
     manifest.setdefault("budget", budget)
     manifest.setdefault("n_examples", n)
     manifest["versions"] = versions()
-    manifest["written_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    manifest["command"] = sys.argv
-    write_json(paths["manifest"], manifest)
-    return paths
+    manifest["command"] = list(sys.argv)
+    if written:
+        manifest["written_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    normal = as_json(manifest)
+    manifest.clear()
+    manifest.update(normal)
+    return manifest
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` for the block (None: left as they are), then restored."""
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pyplot():

@@ -237,8 +237,8 @@ class FlagTable:
         for flag, _ in self.given(args):
             owners = self.owners(flag)
             if not active.intersection(owners):
-                raise ValueError(f"{flag} applies to {', '.join(owners)} only, which this command does not use "
-                                 f"(it uses {', '.join(sorted(active))})")
+                raise ValueError(f"{flag} applies to {', '.join(owners)} only, and this command does not run "
+                                 f"{'it' if len(owners) == 1 else 'any of them'}")
 
 
 def replace_settings(settings: Any, values: Mapping[str, Any]) -> Any:

@@ -241,3 +241,6 @@ def test_popularity_rankers_equal_a_plain_count_and_leave_out_only_what_the_user
     for row, u in enumerate([0, 1, 2]):
         seen = set(data.train[u]) | set(data.valid[u])
         assert tops["popular-valid-unseen"][row].tolist() == [i for i in plain(both) if i not in seen][:3]
+    # a catalogue with fewer unseen items than k: the list is padded with 0, an item no user has
+    short = popularity_tops(pool, data, [0], k=6)["popular-valid-unseen"][0].tolist()
+    assert short == [i for i in plain(both) if i not in {1, 3, 5}] + [0, 0, 0]

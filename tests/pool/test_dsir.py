@@ -90,13 +90,13 @@ def test_log_importance_matches_hashed_ngram_dsir(tmp_path, num_buckets, ngrams)
 
     method = DSIRSelection(num_buckets=num_buckets, ngrams=ngrams)
     ranking = method.rank(TextSet.from_texts(pool_texts), TextSet.from_texts(target_texts), _ctx())
-    np.testing.assert_allclose(ranking.scores, expected, rtol=1e-10, atol=1e-9)
-    np.testing.assert_array_equal(ranking.columns["log_importance"], ranking.scores)
+    np.testing.assert_allclose(ranking.columns["log_importance"], expected, rtol=1e-10, atol=1e-9)
+    assert np.all(np.diff(ranking.scores[ranking.order]) < 0)  # `score` says the order, the weight has its column
     # the package's distributions, to the last bit of their definition
     ours = hashed_ngram_features(pool_texts, num_buckets, ngrams).counts.sum(axis=0).A1
     np.testing.assert_allclose(ours / ours.sum(), reference.raw_probs, rtol=1e-12)
     # the science pool texts resemble the science target: they get the larger weights
-    assert ranking.scores[:60].mean() > ranking.scores[60:120].mean() + 5
+    assert ranking.columns["log_importance"][:60].mean() > ranking.columns["log_importance"][60:120].mean() + 5
 
 
 def test_gumbel_top_k_first_pick_and_inclusion_probabilities():
@@ -137,12 +137,12 @@ def test_rank_is_deterministic_under_a_seed_and_varies_across_seeds():
     b = method.rank(pool, target, _ctx(seed=5))
     c = method.rank(pool, target, _ctx(seed=6))
     np.testing.assert_array_equal(a.order, b.order)
-    np.testing.assert_array_equal(a.scores, c.scores)  # the weights do not depend on the seed
+    np.testing.assert_array_equal(a.columns["log_importance"], c.columns["log_importance"])  # the weights do not depend on the seed
     assert not np.array_equal(a.order, c.order)
     assert sorted(a.order.tolist()) == list(range(len(pool)))
     top = DSIRSelection(num_buckets=256, gumbel=False)
-    np.testing.assert_array_equal(top.rank(pool, target, _ctx(seed=5)).order, order_by_score(a.scores))
-    np.testing.assert_array_equal(top.rank(pool, target, _ctx(seed=6)).order, order_by_score(a.scores))
+    np.testing.assert_array_equal(top.rank(pool, target, _ctx(seed=5)).order, order_by_score(a.columns["log_importance"]))
+    np.testing.assert_array_equal(top.rank(pool, target, _ctx(seed=6)).order, order_by_score(a.columns["log_importance"]))
     # a sample ∝ w from a pool whose first half resembles the target takes mostly that half
     assert (a.order[:40] < 80).mean() >= 0.7  # against 0.5 for a uniform sample
 
@@ -185,7 +185,8 @@ def test_cli_writes_log_importance_and_settings(tmp_path):
     import pyarrow.parquet as pq
 
     table = pq.read_table(out / "scores.parquet").to_pydict()
-    np.testing.assert_array_equal(table["log_importance"], table["score"])
+    ranks = np.asarray(table["rank"])
+    assert np.all(np.diff(np.asarray(table["score"])[np.argsort(ranks)]) < 0)  # higher score = picked earlier
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "dsir"
     assert manifest["settings"]["num_buckets"] == 512 and manifest["settings"]["gumbel"] is False
@@ -225,7 +226,7 @@ def test_real_data_matches_package(tmp_path):
     expected = np.load(tmp_path / "cache" / "log_importance_weights" / "0.npy")
     result = select_from_pool(TextSet.from_texts(pool_texts), TextSet.from_texts(target_texts), 500,
                               method="dsir", cache_dir=None, progress=False)
-    np.testing.assert_allclose(result.ranking.scores, expected, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(result.ranking.columns["log_importance"], expected, rtol=1e-10, atol=1e-8)
     # per token, ChemProt resembles the target most; whole-text weights also favour short texts
     # (every n-gram unseen in the target costs about log(1e-8)), so the sample itself is mostly SST-2
     per_token = expected / np.maximum(hashed_ngram_features(pool_texts).lengths, 1)
@@ -261,7 +262,7 @@ def test_features_saved_chunk_by_chunk_give_the_one_pass_weights_and_resume(tmp_
     monkeypatch.setattr(dsir, "hashed_ngram_features", lambda texts, *a, **k: calls.append(len(texts)) or real(texts, *a, **k))
     resumed = method.rank(pool, target, ctx())
     assert calls == [20, 15]  # the pool's last chunk, then the target
-    np.testing.assert_array_equal(resumed.scores, whole.scores)  # the same weights, bit for bit
+    np.testing.assert_array_equal(resumed.columns["log_importance"], whole.columns["log_importance"])  # the same weights, bit for bit
     np.testing.assert_array_equal(resumed.order, whole.order)
     assert resumed.info == whole.info
     calls.clear()

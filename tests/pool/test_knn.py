@@ -110,9 +110,10 @@ def test_round_robin_ranking_matches_the_plain_loop(metric, budget):
     assert ranking.info["round_robin_rows"] >= budget
     assert sorted(ranking.order.tolist()) == list(range(len(pool)))
     tail = ranking.order[ranking.info["round_robin_rows"]:]
-    assert np.all(np.diff(ranking.scores[tail]) <= 0)  # the rest by score
+    assert np.all(np.diff(ranking.columns["similarity"][tail]) <= 0)  # the rest by similarity
     sim = _similarity_matrix(pool, target, metric)
-    np.testing.assert_allclose(ranking.scores, sim.max(axis=0), atol=1e-5)
+    np.testing.assert_allclose(ranking.columns["similarity"], sim.max(axis=0), atol=1e-5)
+    assert np.all(np.diff(ranking.scores[ranking.order]) < 0)  # `score` says the round robin's order
     np.testing.assert_array_equal(ranking.columns["nearest_target"], sim.argmax(axis=0))
     # every target example has had its turn before any has a second one
     first_round = ranking.columns["picked_for"][expected[:min(budget, len(target))]]

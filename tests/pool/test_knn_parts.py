@@ -51,7 +51,7 @@ def test_knn_selection_over_parts_equals_the_local_selection(split_executor, mon
     local = _select(pool, target, budget, k=1, strategy=strategy, block_size=64)
     split = _select(pool, target, budget, executor=split_executor(3), k=1, strategy=strategy, block_size=64)
     np.testing.assert_array_equal(split.ranking.order, local.ranking.order)
-    np.testing.assert_allclose(split.ranking.scores, local.ranking.scores, atol=1e-6)  # products of other shapes
+    np.testing.assert_allclose(split.ranking.columns["similarity"], local.ranking.columns["similarity"], atol=1e-6)  # products of other shapes
     counts = ("depth", "round_robin_rows", "searches", "requeried_targets")
     assert {k: split.ranking.info.get(k) for k in counts} == {k: local.ranking.info.get(k) for k in counts}
     assert strategy == "max" or local.ranking.info["searches"] > 2
@@ -110,6 +110,6 @@ def test_knn_selection_on_a_memory_mapped_pool_equals_the_in_memory_one(tmp_path
     monkeypatch.setattr(knn_parts.StreamedParts, "call", lambda self, *a: calls.append(a[0]) or call(self, *a))
     streamed = _select(np.load(tmp_path / "pool.npy", mmap_mode="r"), target, 60, k=1, block_size=64)
     np.testing.assert_array_equal(streamed.ranking.order, local.ranking.order)
-    np.testing.assert_allclose(streamed.ranking.scores, local.ranking.scores, atol=1e-6)
+    np.testing.assert_allclose(streamed.ranking.columns["similarity"], local.ranking.columns["similarity"], atol=1e-6)
     assert streamed.ranking.info["searches"] == local.ranking.info["searches"] > 2
     assert calls.count("above") == streamed.ranking.info["searches"]  # every search read the file's parts

@@ -149,8 +149,11 @@ def test_interaction_table_formats_agree(tmp_path):
         assert d.train == loaded[0].train and d.valid == loaded[0].valid and d.test == loaded[0].test
         assert d.titles == ["", "Alpha", "Beta", "Gamma Deluxe", "Delta", "Epsilon"]
     d = loaded[0]
-    assert d.users == ["u1", "u2"]
-    assert d.train == [[1, 2, 3, 4], [2, 3, 1, 4]] and d.valid == [[5], []] and d.test == [[], [5]]
+    assert d.users == ["u1", "u2"] and d.split == "leave-one-out" and d.name == "items"  # not the file's name
+    # each user's last item is the test item, the one before it the validation item
+    assert d.train == [[1, 2, 3], [2, 3, 1]] and d.valid == [[4], [4]] and d.test == [[5], [5]]
+    t = read_interaction_table(tmp_path / "t.csv", split="time")  # global 80/10/10 cut-offs by time
+    assert t.split == "time" and t.train == [[1, 2, 3, 4], [2, 3, 1, 4]] and t.valid == [[5], []] and t.test == [[], [5]]
 
 
 def test_interaction_table_errors(tmp_path):
@@ -183,10 +186,90 @@ def test_recbole_atomic_files(tmp_path):
     d = load_rec_data(tmp_path)
     assert d.format == "recbole" and d.name == "mini"
     assert d.titles == ["", "Movie 5", "Movie 6", "Movie 7", "Movie 8", "Movie 9"]
-    assert d.train == [[1, 2, 3, 4], [2, 3, 1, 4]] and d.valid == [[5], []] and d.test == [[], [5]]
+    assert d.train == [[1, 2, 3], [2, 3, 1]] and d.valid == [[4], [4]] and d.test == [[5], [5]]
+    t = load_rec_data(tmp_path, split="time")
+    assert t.train == [[1, 2, 3, 4], [2, 3, 1, 4]] and t.valid == [[5], []] and t.test == [[], [5]]
     (tmp_path / "mini.inter").write_text("user_id:token\titem_id:token\n1\t2\t3\n")
     with pytest.raises(ValueError, match="3 fields, the header has 2"):
         read_recbole(tmp_path)
+
+
+def test_leave_one_out_gives_one_test_and_one_validation_item_per_user_who_has_them():
+    from tunesift.rec.data import split_interactions
+
+    users = ["a"] * 4 + ["b"] * 2 + ["c"]
+    items = [1, 2, 3, 4, 5, 6, 7]
+    times = [3, 1, 2, 4, 9, 8, 5]  # a's order by time: 2, 3, 1, 4
+    d = split_interactions(users, items, times, {})
+    ids = lambda seqs: [[d.item_ids[i] for i in seq] for seq in seqs]  # noqa: E731
+    assert ids(d.train) == [[2, 3], [6], [7]] and ids(d.valid) == [[1], [], []] and ids(d.test) == [[4], [5], []]
+
+
+def _together(tmp_path, users=300):
+    """An export whose users' histories start together: user k has 3 + k % 7 interactions from t = 0."""
+    import csv
+
+    path = tmp_path / "interactions.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user", "item", "timestamp", "title"])
+        for u in range(users):
+            for t in range(3 + u % 7):
+                w.writerow([f"u{u}", f"i{(7 * u + t) % 50}", t, f"Item {(7 * u + t) % 50}"])
+    return path
+
+
+def test_a_split_that_leaves_most_users_without_a_test_item_is_warned_and_counted(tmp_path, caplog):
+    path = _together(tmp_path)
+    with caplog.at_level("WARNING", logger="tunesift"):
+        d = read_interaction_table(path, split="time")
+    assert sum(1 for t in d.test if t) < 150
+    assert d.warnings["users_without_test_items"] == sum(1 for t in d.test if not t)
+    assert "have no test item after the time split; --split leave-one-out" in caplog.text
+    d = read_interaction_table(path)  # leave-one-out: every user has one of each
+    assert all(d.test) and all(d.valid) and "users_without_test_items" not in d.warnings
+
+
+def test_split_is_refused_for_a_dealrec_folder(tmp_path):
+    from recfixtures import write_dealrec_folder
+
+    write_dealrec_folder(tmp_path / "games")
+    with pytest.raises(ValueError, match="--split applies to interaction tables and RecBole files"):
+        load_rec_data(tmp_path / "games", split="time")
+    assert load_rec_data(tmp_path / "games").split == "files"
+    with pytest.raises(ValueError, match="--split must be one of leave-one-out, time"):
+        load_rec_data(_together(tmp_path, 5), split="random")
+
+
+@pytest.mark.slow
+def test_both_splits_on_movielens_as_an_interaction_table(tmp_path):
+    """MovieLens-100K (fetched by setup) written as a CSV table: leave-one-out gives every user a test and a
+    validation item; the global time split gives few users a test item, and says so."""
+    import csv
+
+    from tunesift.rec.data import movielens_100k
+
+    try:
+        folder = movielens_100k(download=False)
+    except FileNotFoundError:
+        pytest.skip("MovieLens-100K is not in the cache (scripts/setup.sh fetches it)")
+    ml = load_rec_data(folder, split="time")
+    path = tmp_path / "ml.csv"
+    with open(folder / "ml-100k.inter") as f, open(path, "w", newline="") as out:
+        rows = csv.reader(f, delimiter="\t")
+        header = next(rows)
+        w = csv.writer(out)
+        w.writerow(["user", "item", "timestamp"])
+        u, i, t = (header.index(c) for c in ("user_id:token", "item_id:token", "timestamp:float"))
+        for r in rows:
+            w.writerow([r[u], r[i], r[t]])
+    loo = read_interaction_table(path)
+    assert loo.n_users == 943 and all(loo.test) and all(loo.valid)
+    assert sum(len(s) for s in loo.test) == 943 and "users_without_test_items" not in loo.warnings
+    time = read_interaction_table(path, split="time")
+    assert time.train == ml.train and time.test == ml.test  # the RecBole reader's time split, the same cut-offs
+    with_test = sum(1 for s in time.test if s)
+    assert with_test < 943 / 2 and time.warnings["users_without_test_items"] == 943 - with_test
 
 
 def test_recdata_rejects_out_of_range_items():
@@ -218,7 +301,8 @@ def test_movielens_100k_from_recbole_wheel(tmp_path_factory):
     c = data.counts()
     assert c["users"] == 943 and c["items"] == 1682
     assert c["train_interactions"] + c["valid_interactions"] + c["test_interactions"] == 100000
-    assert c["train_interactions"] == 80000
+    assert c["test_interactions"] == c["valid_interactions"] == 943  # leave-one-out: one of each per user
+    assert load_rec_data(folder, split="time").counts()["train_interactions"] == 80000
 
 
 def test_categories_are_read_and_make_the_item_texts(tmp_path):

@@ -189,7 +189,7 @@ def test_positionwise_rows_give_the_full_models_numbers(small, extra):
     full_hvp, row_hvp = model_hvp(model, batch, names), rows.hvp(names)
     vector = torch.randn(sum(dict(model.named_parameters())[n].numel() for n in names),
                          generator=torch.Generator().manual_seed(0))
-    for idx in ([3], [0, 5, 5, 29], [int(np.argmin((batch[1] > 0).sum(1)))]):  # incl. duplicates, fewest targets
+    for idx in ([3], [0, 5, 5, 29], [int(np.argmin((batch[1] > 0).sum(1).numpy()))]):  # incl. duplicates, fewest targets
         torch.testing.assert_close(row_hvp(np.array(idx), vector), full_hvp(np.array(idx), vector),
                                    rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(rows.hessian(names), hessian_matrix(model, batch, names), rtol=1e-4, atol=1e-6)

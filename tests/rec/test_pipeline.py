@@ -316,3 +316,126 @@ def test_stage_cache_keeps_one_slot_per_key_and_a_half_written_slot_never_counts
     np.save(tmp_path / "effort" / "key-d.npy", b)
     assert cache.load_array("effort", "key-d") is None
     assert stages.StageCache(None).load_array("effort", "key-a") is None
+
+
+# -- a user's own interaction table (issue 36) --------------------------------------------------------
+
+
+def _table(path, users=12):
+    """An interaction table with the user's own string ids and titles; every user's history starts at t = 0."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user", "item", "timestamp", "title"])
+        for u in range(users):
+            for t in range(4 + u % 3):
+                item = (5 * u + 3 * t) % 17
+                w.writerow([f"user-{u}", f"i{1000 + item}", t, f"Game {item}"])
+    return path
+
+
+def test_selected_rows_carry_the_tables_own_item_ids_and_titles(tmp_path, lm_path):
+    from tunesift.rec.data import load_rec_data
+
+    data = load_rec_data(_table(tmp_path / "interactions.csv"))
+    result = select_samples(data, 4, "random", seed=0, out_dir=tmp_path / "out", llm=lm_path, device="cpu",
+                            progress=False, **FAST)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "selected.jsonl").read_text().splitlines()]
+    own = {f"i{1000 + k}" for k in range(17)}
+    for row in rows:
+        assert row["user"].startswith("user-")
+        assert row["history"] and set(row["history"]) <= own and set(row["target_items"]) <= own
+        assert row["targets"] == [f"Game {int(i[1:]) - 1000}" for i in row["target_items"]]
+    table = pq.read_table(tmp_path / "out" / "scores.parquet").to_pydict()
+    assert set(table["id"]) == set(data.users) and all(u.startswith("user-") for u in table["id"])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["data"]["split"] == "leave-one-out" and manifest["data"]["name"] == "items"
+    assert result.manifest == manifest  # the in-memory manifest is the written one
+
+
+def test_tiger_rows_carry_the_tables_own_item_ids():
+    from types import SimpleNamespace
+
+    from tunesift.rec.tiger.backbone import Tiger
+
+    data = tiny_recdata(n_users=3, n_items=5)
+    data.item_ids = [None, "a", "b", "c", "d", "e"]
+    backbone = SimpleNamespace(tokens=np.arange(6 * 3).reshape(6, 3))
+    rows = Tiger.sample_rows(backbone, data, [0, 2])
+    for row, u in zip(rows, [0, 2]):
+        assert row["train_items"] == [data.item_ids[i] for i in data.train[u]]
+        assert row["titles"] == [data.titles[i] for i in data.train[u]]
+
+
+def test_score_says_the_order_and_the_methods_own_score_has_its_column(data, lm_path, tmp_path):
+    select_samples(data, 6, "dealrec", seed=1, out_dir=tmp_path, llm=lm_path, device="cpu", progress=False, **FAST)
+    table = pq.read_table(tmp_path / "scores.parquet").to_pydict()
+    by_rank = np.argsort(table["rank"])
+    assert np.all(np.diff(np.asarray(table["score"])[by_rank]) < 0)  # higher score = picked earlier, always
+    combined = np.asarray(table["method_score"])
+    picked = np.asarray(table["selected"])
+    assert combined[~picked].max() > combined[picked].min()  # strata: the picks are not the top combined scores
+
+
+def test_lambda_and_wording_come_from_the_data_set_never_from_a_file_name(tmp_path, caplog):
+    from tunesift.rec.cli import dataset_defaults
+    from tunesift.rec.data import load_rec_data
+    from tunesift.rec.methods import DealRec
+
+    table = load_rec_data(_table(tmp_path / "games.csv"))  # a file named like a data set is still a table
+    assert table.name == "items"
+    line = dataset_defaults(table, DealRec(), "bigrec", None)
+    assert "data set 'items' (a table names no data set)" in line and "λ 0.5" in line and "wording 'items'" in line
+    write_dealrec_folder(tmp_path / "games")
+    folder = load_rec_data(tmp_path / "games")
+    assert "data set 'games' (the DEALRec folder's name)" in dataset_defaults(folder, DealRec(), "bigrec", None)
+    assert "λ 0.3" in dataset_defaults(folder, DealRec(), "tiger", None)
+    assert "λ 0.7 (--lambda)" in dataset_defaults(folder, DealRec(lam=0.7), "tiger", None)
+    assert "wording" not in dataset_defaults(folder, DealRec(), "tiger", None)
+    named = load_rec_data(_table(tmp_path / "t.csv"), name="book")
+    assert "data set 'book' (--name)" in dataset_defaults(named, DealRec(), "bigrec", "book")
+
+
+def test_messages_name_the_real_cause(tmp_path, lm_path, capsys):
+    path = _table(tmp_path / "interactions.csv", users=12)
+    base = ["dealrec", "--data", str(path), "--llm", lm_path, "--device", "cpu", "--no-progress", "--no-plot"]
+    assert main(base + ["--budget", "8", "--max-users", "5", "--out", str(tmp_path / "a")]) == 2
+    assert "users drawn by --max-users 5 from the 12 with a training item" in capsys.readouterr().err
+    assert main(base + ["--budget", "2", "--method", "random", "--lambda", "0.3", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "--lambda applies to dealrec, greedy only, and this command does not run any of them" in err
+    assert "surrogate" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["gotd", "--pool", str(path), "--target", str(path), "--budget", "1", "--out", str(tmp_path / "c"),
+              "--lambda", "0.3"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tunesift gotd") and "--lambda is a flag of `tunesift dealrec`" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_cached_rerun_says_the_surrogate_was_read_not_trained(data, lm_path, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="tunesift"):
+        select_samples(data, 4, "dealrec", seed=3, out_dir=tmp_path, llm=lm_path, device="cpu", progress=False, **FAST)
+    assert "surrogate trained: best epoch" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tunesift"):
+        select_samples(data, 4, "dealrec", seed=3, out_dir=tmp_path, llm=lm_path, device="cpu", progress=False, **FAST)
+    assert "surrogate read from the cache: it was trained to best epoch" in caplog.text
+    assert "surrogate trained" not in caplog.text
+
+
+def test_the_api_takes_threads_and_our_calls_raise_no_deprecation_warning(data, lm_path, tmp_path):
+    import warnings
+
+    before = torch.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        result = select_samples(data, 4, "dealrec", seed=4, llm=lm_path, device="cpu", progress=False, threads=1,
+                                **FAST)
+    assert result.manifest["versions"]["torch_threads"] == "1" and torch.get_num_threads() == before
+    assert {"versions", "n_examples", "budget", "command"} <= set(result.manifest)
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        select_samples(data, 4, "random", threads=0, llm=lm_path, progress=False)

@@ -61,6 +61,9 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-users", type=int, default=None, help="pool size: users sampled for selection (scale's)")
     p.add_argument("--n-test-users", type=int, default=None, help="test users sampled (scale's)")
     p.add_argument("--format", default=None, help="data format: dealrec, recbole or table (default: detected)")
+    from tunesift.rec.cli import add_split_argument
+
+    add_split_argument(p)
     add_device_argument(p)
     add_threads_argument(p)
     add_executor_arguments(p)
@@ -77,7 +80,7 @@ def _command(args: argparse.Namespace) -> str:
              "--seeds", str(args.seeds), "--scale", args.scale, "--out", args.out]
     for flag, value in (("--budget", args.budget), ("--first-seed", args.first_seed or None),
                         ("--n-users", args.n_users), ("--n-test-users", args.n_test_users),
-                        ("--format", args.format), ("--threads", args.threads)):
+                        ("--format", args.format), ("--split", args.split), ("--threads", args.threads)):
         if value is not None:
             parts += [flag, str(value)]
     for flag, value in args._flags.given(args):
@@ -106,7 +109,7 @@ def run_rec(args: argparse.Namespace) -> int:
             args.data, args.out, methods=args.methods.split(","),
             seeds=range(args.first_seed, args.first_seed + args.seeds), scale=scale, backbone=args.backbone,
             budget=args.budget, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
-            command=_command(args), format=args.format, executor=executor,
+            command=_command(args), format=args.format, executor=executor, split=args.split,
         )
     log.info("%d runs (%d computed now); wrote %s", len(result.records), len(result.ran),
              ", ".join(str(p) for p in result.files.values()))

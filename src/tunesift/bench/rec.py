@@ -144,10 +144,11 @@ def popularity_tops(pool: Any, data: Any, test_users: Sequence[int], k: int) -> 
            "popular-valid": np.tile(top(both, k), (len(test_users), 1))}
     longest = max((len(data.train[u]) + len(data.valid[u]) for u in test_users), default=0)
     ranked = top(both, min(k + longest, data.n_items))
-    unseen = np.zeros((len(test_users), k), dtype=ranked.dtype)
-    for row, u in enumerate(test_users):
+    unseen = np.zeros((len(test_users), k), dtype=ranked.dtype)  # 0 (padding, never a hit) where the
+    for row, u in enumerate(test_users):                          # catalogue has fewer than k unseen items
         seen = set(data.train[u]) | set(data.valid[u])
-        unseen[row] = [i for i in ranked if i not in seen][:k]
+        keep = [i for i in ranked if i not in seen][:k]
+        unseen[row, :len(keep)] = keep
     out["popular-valid-unseen"] = unseen
     return out
 
@@ -182,7 +183,8 @@ class RecBench:
 
     def __init__(self, data: Any, out: str | os.PathLike, scale: RecScale | str = "tiny", backbone: str = "bigrec",
                  budget: int | None = None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 data_seed: int = 0, progress: bool = True, format: str | None = None, executor: Any = None):
+                 data_seed: int = 0, progress: bool = True, format: str | None = None, executor: Any = None,
+                 split: str | None = None):
         """``executor``: where the selections' per-user chunks (effort) run (:mod:`tunesift.executor`;
         None: here). Results do not depend on it, so it is not part of the bench's settings."""
         from tunesift.embed import resolve_device
@@ -198,7 +200,7 @@ class RecBench:
         self.progress = progress
         self.executor = executor
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "cache"
-        self.data = data if isinstance(data, RecData) else load_rec_data(data, format=format)
+        self.data = data if isinstance(data, RecData) else load_rec_data(data, format=format, split=split)
         full_data = self.data
         self.pool_users, self.test_users = bench_users(full_data, self.scale.n_users, self.scale.n_test_users,
                                                        data_seed)
@@ -214,7 +216,9 @@ class RecBench:
         self.settings = {
             "data": {"source": absolute_path(full_data.source), "fingerprint": full_data.fingerprint,
                      "name": full_data.name,
-                     "users": full_data.n_users, "items": full_data.n_items},
+                     "users": full_data.n_users, "items": full_data.n_items,
+                     # how interactions were split (a DEALRec folder's own files: left out, as before)
+                     **({"split": full_data.split} if full_data.split != "files" else {})},
             "backbone": self.backbone_cls.name,
             "scale": self.scale.describe(),
             "budget": self.budget,
@@ -533,7 +537,7 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
                   seeds: Sequence[int] = (0, 1, 2), scale: RecScale | str = "tiny", backbone: str = "bigrec",
                   budget: int | None = None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
                   progress: bool = True, command: str = "", format: str | None = None,
-                  data_seed: int = 0, executor: Any = None) -> RecBenchResult:
+                  data_seed: int = 0, executor: Any = None, split: str | None = None) -> RecBenchResult:
     """Run (or resume) the bench for every method and seed and write results.md/csv/json and a plot.
 
     Args:
@@ -544,13 +548,14 @@ def run_rec_bench(data: Any, out: str | os.PathLike, methods: Sequence[str] = DE
         scale: a name in the backbone's ``scales`` or a :class:`RecScale` (see :func:`scale_with`).
         backbone: a registered backbone (``bigrec``, ``tiger``).
         executor: where the effort's chunks of users run (:mod:`tunesift.executor`; None: here).
+        split: how a table's or RecBole files' interactions are split (:func:`tunesift.rec.data.load_rec_data`).
     """
     methods = check_methods(methods)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
     bench = RecBench(data, out, scale, backbone=backbone, budget=budget, device=device, cache_dir=cache_dir,
-                     progress=progress, format=format, data_seed=data_seed, executor=executor)
+                     progress=progress, format=format, data_seed=data_seed, executor=executor, split=split)
     ran = []
     # seed-major: a stopped bench has every method's first seed
     keys = [{"method": m, "seed": s} for s in seeds for m in methods]

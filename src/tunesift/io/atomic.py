@@ -56,6 +56,12 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def as_json(obj: Any) -> Any:
+    """``obj`` as :func:`write_json` writes it and ``json.load`` reads it back (numpy values, paths, tuples
+    become plain JSON values)."""
+    return json.loads(json.dumps(obj, default=_default, ensure_ascii=False))
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, default=_default, ensure_ascii=False)

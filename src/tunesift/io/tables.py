@@ -468,8 +468,11 @@ def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, te
         if id_field is None:
             rid = i
         else:
-            if id_field not in row or row[id_field] is None:
-                raise ValueError(f"{path}:{where} {line}: no field {id_field!r} for --id-field")
+            if id_field not in row:
+                raise ValueError(f"{path}:{where} {line}: no field {id_field!r} (fields: {', '.join(map(str, row))}); "
+                                 "choose one with --id-field")
+            if row[id_field] is None:
+                raise ValueError(f"{path}:{where} {line}: field {id_field!r} is empty; --id-field needs an id in every row")
             rid = row[id_field]
             if seen is not None:
                 if rid in seen:

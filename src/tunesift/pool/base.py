@@ -1,8 +1,11 @@
 """The contract every pool method follows (GOT-D and its baselines).
 
 A pool method ranks every pool example for a target: ``rank(pool, target, context) -> Ranking``.
-Scores are "higher = keep"; the order is the full ranking, best first, so selections of different
-budgets are prefixes of one ranking (as in GOT-D's code).
+The order is the full ranking, best first, so selections of different budgets are prefixes of one
+ranking (as in GOT-D's code). ``scores`` has one meaning for every method: higher = picked earlier, so
+sorting by score (descending) gives the order; a method whose own quantity does not (DSIR's Gumbel
+sample, kNN's round robin) puts that quantity in a column of its own and takes
+:func:`scores_from_order`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class Ranking:
     """What a pool method returns.
 
     Attributes:
-        scores: (N,) higher = keep.
+        scores: (N,) higher = picked earlier: non-increasing along ``order``.
         order: (N,) permutation of the pool, best first.
         columns: extra (N,) columns for scores.parquet (e.g. ``gradient`` for GOT-D).
         info: entries for the manifest (solver convergence, domains kept, ...).
@@ -67,3 +70,12 @@ class PoolMethod(Method):
 def order_by_score(scores: np.ndarray) -> np.ndarray:
     """Indices by decreasing score; ties broken by index (stable), so runs are deterministic."""
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+
+
+def scores_from_order(order: np.ndarray) -> np.ndarray:
+    """(N,) scores that say only the order: 1 for the first row of ``order`` down to 0 for the last
+    (evenly spaced; 1 for a single row)."""
+    order = np.asarray(order, dtype=np.int64)
+    scores = np.empty(len(order), dtype=np.float64)
+    scores[order] = np.linspace(1.0, 0.0, len(order)) if len(order) > 1 else 1.0
+    return scores

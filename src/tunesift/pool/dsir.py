@@ -31,6 +31,10 @@ keyed by the pool's texts and the feature settings), so a killed run counts only
 finished, a rerun on the same pool none; the raw distribution is summed chunk by chunk and the weights
 are computed from the saved chunks again, so the pool's count matrix is never held whole. Without one,
 the chunks stay in memory.
+
+Output columns (scores.parquet): ``log_importance``, log w(x) of every pool row. The picks are a
+sample, so a row can be picked before one with a larger weight; ``score`` says only the order (1 for
+the first pick down to 0).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import scipy.sparse as sp
 from tunesift.executor import Executor, LocalExecutor, Stage
 from tunesift.io.chunks import ChunkStore
 from tunesift.io.tables import TextSet
-from tunesift.pool.base import Context, PoolMethod, Ranking
+from tunesift.pool.base import Context, PoolMethod, Ranking, scores_from_order
 from tunesift.registry import POOL_METHODS
 
 # nltk's WordPunctTokenizer is RegexpTokenizer(WORD_PUNCT) with these flags, applied to text.lower()
@@ -424,4 +428,5 @@ class DSIRSelection(PoolMethod):
         }
         budget_rows = order[:ctx.budget]
         info["selected_mean_log_importance"] = float(log_w[budget_rows].mean())
-        return Ranking(scores=log_w, order=order, columns={"log_importance": log_w}, info=info)
+        # the picks are a Gumbel top-k sample ∝ exp(log_w), not a sort by it: `score` says the order
+        return Ranking(scores=scores_from_order(order), order=order, columns={"log_importance": log_w}, info=info)

@@ -23,8 +23,12 @@ lists come from a threshold per target example estimated on every 16th pool row 
 rows above it, not from a top-k over every block. The result is the round robin over depth-d lists
 of every example, with the same d, at a fraction of the cost.
 
-Score (higher = keep): the similarity to the nearest target example, ``max_j cos(x, t_j)`` for
-``metric="cosine"`` and ``-min_j ‖x − t_j‖₂`` for ``metric="l2"``.
+Output columns (scores.parquet): ``similarity``, each pool row's similarity to its nearest target
+example, ``max_j cos(x, t_j)`` for ``metric="cosine"`` and ``-min_j ‖x − t_j‖₂`` for ``metric="l2"``;
+``nearest_target``, that example's row in the target; ``picked_for`` (round robin), the target row
+whose turn picked the row, -1 for rows the round robin did not reach (ordered after it by
+similarity). ``score`` says only the order (1 for the first pick down to 0): with the round robin a
+row can be picked before a more similar one.
 
 Similarities are computed block by block with torch on the device of the inputs, keeping the rows
 above the threshold per target example and a running maximum per pool row: memory
@@ -43,7 +47,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 import numpy as np
 
 from tunesift.io.tables import TextSet
-from tunesift.pool.base import Context, PoolMethod, Ranking, order_by_score
+from tunesift.pool.base import Context, PoolMethod, Ranking, order_by_score, scores_from_order
 from tunesift.registry import POOL_METHODS
 
 log = logging.getLogger(__name__)
@@ -593,8 +597,8 @@ class KNNSelection(PoolMethod):
                     return _fetch(index, target_embeddings, rows, k)
 
                 turns = deepening_round_robin(search, n, budget, depth, fetch)
-        scores = search.best_similarity.astype(np.float64)
-        columns = {"nearest_target": search.best_target}
+        scores = search.best_similarity.astype(np.float64)  # to the nearest target example
+        columns = {"similarity": scores, "nearest_target": search.best_target}
         if self.strategy == "max":
             order = order_by_score(scores)
         else:
@@ -609,4 +613,5 @@ class KNNSelection(PoolMethod):
                         requeried_targets=turns.requeried)
         info["selected_mean_score"] = float(scores[order[:budget]].mean())
         info["pool_mean_score"] = float(scores.mean())
-        return Ranking(scores=scores, order=order.astype(np.int64), columns=columns, info=info)
+        # the round robin picks by turns, not by similarity: `score` says the order
+        return Ranking(scores=scores_from_order(order), order=order.astype(np.int64), columns=columns, info=info)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from tunesift.io.tables import TextSet
-from tunesift.pool.base import Context, PoolMethod, Ranking
+from tunesift.pool.base import Context, PoolMethod, Ranking, scores_from_order
 from tunesift.registry import POOL_METHODS
 
 
@@ -18,6 +16,4 @@ class RandomSelection(PoolMethod):
 
     def rank(self, pool: TextSet, target: TextSet, ctx: Context) -> Ranking:
         order = ctx.rng.permutation(len(pool))
-        scores = np.empty(len(pool))
-        scores[order] = np.linspace(1.0, 0.0, len(pool))  # position in the random order, higher = earlier
-        return Ranking(scores=scores, order=order)
+        return Ranking(scores=scores_from_order(order), order=order)  # the position in the random order

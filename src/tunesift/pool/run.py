@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from tunesift.embed import (DEFAULT_CHUNK_ROWS, HFEncoderEmbedder, cached_embed,
                             resolve_device)
 from tunesift.executor import Executor, LocalExecutor
 from tunesift.io.tables import TextSet
-from tunesift.output import Timer, check_budget, write_selection
+from tunesift.output import Timer, check_budget, complete_manifest, torch_threads, write_selection
 from tunesift.pool.base import Context, PoolMethod, Ranking
 from tunesift.registry import POOL_METHODS
 
@@ -64,6 +65,7 @@ def select_from_pool(
     progress: bool = True,
     embed_chunk_rows: int = DEFAULT_CHUNK_ROWS,
     executor: Executor | None = None,
+    threads: int | None = None,
     **settings: Any,
 ) -> PoolSelection:
     """Rank ``pool`` for ``target`` with one registered method and take the top ``budget``.
@@ -81,6 +83,10 @@ def select_from_pool(
             first unfinished chunk).
         executor: where per-example stages run, chunk by chunk (:mod:`tunesift.executor`; default:
             here, in order). The selection does not depend on it.
+        threads: torch's CPU threads for this call (None: as they are); recorded in the manifest
+            (``versions.torch_threads``), since CPU sums, and so the last bits of the scores, depend on it.
+
+    Returns a :class:`PoolSelection` whose ``manifest`` is the dictionary ``manifest.json`` holds.
 
     Cached and precomputed float32 embeddings stay memory-mapped: GOT-D's OT solve reads the pool's
     block by block, so the pool's matrix need not fit in memory.
@@ -89,6 +95,22 @@ def select_from_pool(
     m = POOL_METHODS.get(method)(**settings) if isinstance(method, str) else method
     if settings and not isinstance(method, str):
         raise TypeError("pass settings either to the method instance or as keywords with a method name")
+    with torch_threads(threads) if m.uses_embeddings or threads is None else _no_torch(threads):
+        return _select(pool, target, budget, m, seed, embedder, pool_embeddings, target_embeddings, cache_dir,
+                       device, out_dir, progress, embed_chunk_rows, executor)
+
+
+@contextlib.contextmanager
+def _no_torch(threads: Any):
+    """A method without torch (DSIR, random): the setting is checked, and has nothing to set."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    yield
+
+
+def _select(pool: TextSet, target: TextSet, budget: int, m: PoolMethod, seed: int, embedder: Any,
+            pool_embeddings: Any, target_embeddings: Any, cache_dir: Any, device: str, out_dir: Any, progress: bool,
+            embed_chunk_rows: int, executor: Executor | None) -> PoolSelection:
     device = resolve_device(device) if m.uses_embeddings else "cpu"
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     executor = LocalExecutor() if executor is None else executor
@@ -119,7 +141,9 @@ def select_from_pool(
         texts = ts.texts if indices is None else [ts.texts[i] for i in indices]
         with timer.stage(f"embed_{role}"):
             arr = cached_embed(model[0], texts, cache, chunk_rows=embed_chunk_rows, executor=executor)
-        info = embed_info.setdefault(role, {"source": model[0].model_id, "dim": int(arr.shape[1]), "rows_embedded": 0})
+        described = model[0].describe() if hasattr(model[0], "describe") else {"model": model[0].model_id}
+        info = embed_info.setdefault(role, {"source": model[0].model_id, **described, "dim": int(arr.shape[1]),
+                                            "rows_embedded": 0})
         info["rows_embedded"] = info.get("rows_embedded", 0) + len(texts)
         return arr
 
@@ -147,7 +171,9 @@ def select_from_pool(
     if executor.name != "local":  # recorded where it is not the default, so local manifests stay as they were
         manifest["executor"] = executor.describe()
     result = PoolSelection(ids=[pool.ids[i] for i in idx], indices=idx, ranking=ranking, manifest=manifest)
-    if out_dir is not None:
+    if out_dir is not None:  # fills in the manifest (versions, n_examples, written_at) as written
         result.paths = write_selection(out_dir, pool.ids, ranking.scores, order, int(budget),
                                        pool.take(idx), manifest, ranking.columns)
+    else:
+        complete_manifest(manifest, len(pool), int(budget))
     return result

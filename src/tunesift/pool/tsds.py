@@ -69,7 +69,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tunesift.io.tables import TextSet
-from tunesift.pool.base import Context, PoolMethod, Ranking
+from tunesift.pool.base import Context, PoolMethod, Ranking, scores_from_order
 from tunesift.registry import POOL_METHODS
 
 log = logging.getLogger(__name__)
@@ -356,8 +356,7 @@ class TSDS(PoolMethod):
         n, budget = len(pool), min(int(ctx.budget), len(pool))
         p = result.probability
         order = draw_order(p, result.nearest_distance, self.draw, ctx.rng)
-        scores = np.empty(n)
-        scores[order] = np.linspace(1.0, 0.0, n)  # position in the drawn order, higher = earlier
+        scores = scores_from_order(order)  # the position in the drawn order, higher = earlier
         info = dict(result.info, draw=self.draw)
         support = info["support"]
         # what the authors' sampler (budget draws with replacement) would give, for comparison

@@ -96,6 +96,7 @@ class Backbone:
     Settings: ClassVar[type] = object
     flag_prefix: ClassVar[str] = ""
     scales: ClassVar[dict[str, RecScale]] = {}
+    uses_prompts: ClassVar[bool] = False  # whether its samples are worded per data set (the run's log says how)
 
     def __init__(self, settings: Any = None, device: str = "cpu", progress: bool = True,
                  cache_dir: str | os.PathLike | None = None):

@@ -17,6 +17,16 @@ from tunesift.cli import add_device_argument, add_executor_arguments, add_thread
 log = logging.getLogger("tunesift")
 
 
+def add_split_argument(p: argparse.ArgumentParser) -> None:
+    """``--split``: how an interaction table's (or RecBole files') interactions become train/valid/test."""
+    from tunesift.rec.data import SPLIT_METHODS
+
+    p.add_argument("--split", default=None, choices=SPLIT_METHODS,
+                   help="table or RecBole files: leave-one-out (each user's last item is the test item, the one "
+                   "before it the validation item; the default) or time (global cut-offs at 80/10/10%% of all "
+                   "interactions by timestamp); a DEALRec folder keeps the split of its files")
+
+
 def add_rec_flags(p: argparse.ArgumentParser, bench: bool, methods: bool = True):
     """The method (when ``methods``), stage and backbone flags of a rec command; returns their FlagTable.
     ``bench``: include the backbones' training and evaluation settings."""
@@ -71,7 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="bigrec", choices=REC_BACKBONES.names(),
                    help="the recommender whose effort DEALRec measures (default: bigrec)")
     p.add_argument("--format", default=None, choices=("dealrec", "recbole", "table"), help="data layout (default: detected)")
-    p.add_argument("--name", default=None, help="dataset name for the prompt wording and λ (default: from the path)")
+    add_split_argument(p)
+    p.add_argument("--name", default=None, help="the data set, which sets λ and the prompt wording: games, book, "
+                   "microlens-50k, movies, or anything else for the generic 'items' (default: a DEALRec folder's "
+                   "name or a RecBole file's; 'items' for a table)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--max-users", type=int, default=None, help="score a random subset of this many users")
     p.add_argument("--user-field", default="user", help="table: user column (default: user)")
@@ -95,7 +108,8 @@ def load_data_from_args(args: argparse.Namespace):
     if args.format == "table" or (args.format is None and not _looks_like_folder(args.data)):
         options = {"user_field": args.user_field, "item_field": args.item_field,
                    "time_field": args.time_field, "title_field": args.title_field}
-    return load_rec_data(args.data, format=args.format, name=getattr(args, "name", None), **options)
+    return load_rec_data(args.data, format=args.format, name=getattr(args, "name", None),
+                         split=getattr(args, "split", None), **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     settings, methods = rec_settings_from_args(args, args._flags, [args.method], args.backbone)
     executor = make_executor(args.ray, args.ray_workers)
     data = load_data_from_args(args)
+    log.info("%s", dataset_defaults(data, methods[args.method], args.backbone, args.name))
     with hold_lock(Path(args.out) / LOCK_NAME, f"--out {args.out}"), executor:
         result = select_samples(data, args.budget, method=methods[args.method], seed=args.seed, out_dir=args.out,
                                 settings=settings, backbone=args.backbone, device=args.device,
@@ -126,6 +141,27 @@ def run(args: argparse.Namespace) -> int:
              t.get("total", 0.0), ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total"),
              ", ".join(str(p) for p in result.paths.values()))
     return 0
+
+
+def dataset_defaults(data: Any, method: Any, backbone: str, given_name: str | None) -> str:
+    """One line: which data set the run takes the data for, from where, and the defaults that follow (λ, the
+    prompt wording), so that no dataset-dependent default is silent."""
+    from tunesift.rec.backbone import get_backbone
+    from tunesift.rec.methods import resolve_lambda
+    from tunesift.rec.prompts import dataset_key
+
+    source = ("--name" if given_name else {"dealrec": "the DEALRec folder's name", "recbole": "the RecBole file's "
+              "name"}.get(data.format, "a table names no data set"))
+    key = dataset_key(data.name)
+    parts = [f"data set {key!r} ({source})"]
+    if hasattr(method, "lam"):
+        lam = resolve_lambda(method.lam, data.name)
+        parts.append(f"λ {lam:g} ({'--lambda' if method.lam is not None else 'the default for ' + repr(key)})")
+    if get_backbone(backbone).uses_prompts:
+        parts.append(f"prompt wording {key!r}")
+    if data.format != "dealrec":
+        parts.append(f"split {data.split}")
+    return "dealrec: " + ", ".join(parts) + "; --name and --lambda set them"
 
 
 def _looks_like_folder(path: str) -> bool:

@@ -10,8 +10,23 @@ Three sources are read into one :class:`RecData`:
   ``NAME.item`` with a title field);
 - an interaction table (user, item, timestamp[, title]) in CSV/TSV/JSONL/Parquet.
 
-The last two are split 8:1:1 by global time as DEALRec did (Lin et al., SIGIR 2024, §5.1): all
-interactions sorted by timestamp, the first 80% are training, the next 10% validation, the rest test.
+The last two are split by ``split``:
+
+- ``"leave-one-out"`` (the default): each user's interactions in time order; the last is the test item,
+  the one before it the validation item, the rest training items (a user with two interactions has no
+  validation item, with one only a training item). This is what DEALRec's released sequential files and
+  RecBole's sequential models use.
+- ``"time"``: all interactions sorted by timestamp, the first 80% training, the next 10% validation, the
+  rest test (the global cut-offs of DEALRec's §5.1, Lin et al., SIGIR 2024). When the users' histories
+  start together (a common export), most users then have no test item.
+
+Either way a split that leaves fewer than half the users with a validation or a test item is warned
+about and counted in ``RecData.warnings``. A DEALRec folder keeps the split of its files (the paper's:
+on Games 18% of the users have a test item), and is not warned about.
+
+The dataset's name (which picks DEALRec's λ and prompt wording) comes from the data only where the data
+says which data set it is: a DEALRec folder's name, or a RecBole ``NAME.inter`` (RecBole names its
+files after the data set). An interaction table is "items" unless ``name`` is given.
 
 Every malformed line fails with the file, the line and the reason; users without training items and
 items without titles are counted (``RecData.warnings``) and reported on load.
@@ -40,6 +55,7 @@ log = logging.getLogger("tunesift")
 
 FORMATS = ("dealrec", "recbole", "table")
 SPLITS = ("train", "valid", "test")
+SPLIT_METHODS = ("leave-one-out", "time")  # how interactions (tables, RecBole files) are split
 
 
 @dataclass
@@ -59,6 +75,8 @@ class RecData:
         fingerprint: sha256 over the files read.
         warnings: counted problems that did not stop loading (e.g. "items_without_title").
         categories: (n_items + 1,) each item's categories (genres...) when the source has them, else None.
+        split: how the interactions were split: "leave-one-out", "time", or "files" (a DEALRec folder's
+            own split files; also data built in memory).
     """
 
     users: list[Any]
@@ -73,6 +91,7 @@ class RecData:
     fingerprint: str = ""
     warnings: dict[str, int] = field(default_factory=dict)
     categories: list[list[str]] | None = None
+    split: str = "files"
 
     def __post_init__(self) -> None:
         n_users = len(self.users)
@@ -132,7 +151,7 @@ class RecData:
                        valid=[self.valid[i] for i in idx], test=[self.test[i] for i in idx],
                        titles=self.titles, item_ids=self.item_ids, name=self.name,
                        source=self.source, format=self.format, fingerprint=self.fingerprint,
-                       warnings=dict(self.warnings), categories=self.categories)
+                       warnings=dict(self.warnings), categories=self.categories, split=self.split)
 
 
 def clean_title(title: Any) -> str:
@@ -257,6 +276,15 @@ def _finish(data: RecData) -> RecData:
     no_train = sum(1 for s in data.train if not s)
     _warn(data.warnings, "users_without_train_items", no_train,
           f"{data.source}: {no_train:,} users have no training item; they cannot be selected")
+    hint = {"time": "; --split leave-one-out gives every user with three or more interactions one of each",
+            "leave-one-out": "; users need two interactions for a test item and three for a validation item"}
+    for split, what in (("valid", "validation"), ("test", "test")):
+        without = sum(1 for s in getattr(data, split) if not s)
+        # a split we made (a DEALRec folder's own files are the given split: Games has test items for 18%)
+        if data.split != "files" and without > data.n_users / 2:
+            _warn(data.warnings, f"users_without_{split}_items", without,
+                  f"{data.source}: {without:,} of {data.n_users:,} users have no {what} item after the "
+                  f"{data.split} split{hint.get(data.split, '')}")
     log.info("%s", data.describe())
     return data
 
@@ -391,14 +419,15 @@ def read_dealrec(folder: str | os.PathLike, name: str | None = None, titles: str
 
 
 # --------------------------------------------------------------------------------------------------
-# (c) interactions split by global time (shared by RecBole files and tables)
+# (c) interactions split into train/valid/test (shared by RecBole files and tables)
 
 
-def split_by_global_time(
+def split_interactions(
     users: Sequence[Any],
     items: Sequence[Any],
     times: Sequence[float],
     titles: dict[Any, Any],
+    split: str = "leave-one-out",
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     name: str = "items",
     source: str = "<memory>",
@@ -406,12 +435,14 @@ def split_by_global_time(
     fingerprint: str = "",
     categories: dict[Any, list[str]] | None = None,
 ) -> RecData:
-    """Sort all interactions by time (ties keep their input order), cut at 80% and 90%.
+    """Split interactions into each user's train/valid/test items, in time order (ties keep input order).
 
     Args:
         users, items, times: (M,) one entry per interaction.
         titles: original item id -> title; items missing here get "item ID" and a counted warning.
-        ratios: train/valid/test shares of the interactions.
+        split: "leave-one-out" (per user: the last item is the test item, the one before it the
+            validation item) or "time" (global cut-offs by ``ratios`` over all interactions).
+        ratios: train/valid/test shares of the interactions (``split="time"`` only).
         categories: original item id -> its categories (optional).
     """
     m = len(users)
@@ -419,19 +450,31 @@ def split_by_global_time(
         raise ValueError(f"users, items and times differ in length ({m}, {len(items)}, {len(times)})")
     if m == 0:
         raise ValueError(f"{source}: no interactions")
+    if split not in SPLIT_METHODS:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_METHODS)}, got {split!r}")
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-9:
         raise ValueError(f"ratios must be three non-negative shares summing to 1, got {ratios}")
     order = sorted(range(m), key=lambda k: (times[k], k))
-    cut_train = int(m * ratios[0])
-    cut_valid = int(m * (ratios[0] + ratios[1]))
     user_list = sorted(set(users), key=_sort_key)
     item_list = sorted(set(items), key=_sort_key)
     user_index = {u: k for k, u in enumerate(user_list)}
     item_index = {it: k + 1 for k, it in enumerate(item_list)}
     splits: dict[str, list[list[int]]] = {s: [[] for _ in user_list] for s in SPLITS}
-    for pos, k in enumerate(order):
-        s = "train" if pos < cut_train else "valid" if pos < cut_valid else "test"
-        splits[s][user_index[users[k]]].append(item_index[items[k]])
+    if split == "time":
+        cut_train = int(m * ratios[0])
+        cut_valid = int(m * (ratios[0] + ratios[1]))
+        for pos, k in enumerate(order):
+            s = "train" if pos < cut_train else "valid" if pos < cut_valid else "test"
+            splits[s][user_index[users[k]]].append(item_index[items[k]])
+    else:
+        history: list[list[int]] = [[] for _ in user_list]
+        for k in order:
+            history[user_index[users[k]]].append(item_index[items[k]])
+        for u, seq in enumerate(history):
+            held = min(2, len(seq) - 1)  # one interaction: training only; two: train + test
+            splits["train"][u] = seq[:len(seq) - held]
+            splits["test"][u] = seq[-1:] if held else []
+            splits["valid"][u] = seq[-2:-1] if held == 2 else []
     item_titles, missing = [""], 0
     for it in item_list:
         t = titles.get(it)
@@ -442,10 +485,17 @@ def split_by_global_time(
     data = RecData(users=user_list, train=splits["train"], valid=splits["valid"], test=splits["test"],
                    titles=item_titles, item_ids=[None, *item_list], name=name, source=source,
                    format=format, fingerprint=fingerprint,
-                   categories=[[]] + [list(categories.get(it, [])) for it in item_list] if categories else None)
+                   categories=[[]] + [list(categories.get(it, [])) for it in item_list] if categories else None,
+                   split=split)
     _warn(data.warnings, "items_without_title", missing,
           f"{source}: {missing:,} of {len(item_list):,} items have no title; they appear as 'item ID' in prompts")
     return _finish(data)
+
+
+def split_by_global_time(users: Sequence[Any], items: Sequence[Any], times: Sequence[float], titles: dict[Any, Any],
+                         **kw: Any) -> RecData:
+    """:func:`split_interactions` with ``split="time"``: global 80/10/10 cut-offs."""
+    return split_interactions(users, items, times, titles, split="time", **kw)
 
 
 def _parse_time(value: Any, where: str) -> float:
@@ -490,11 +540,15 @@ def read_interaction_table(
     time_field: str = "timestamp",
     title_field: str | None = "title",
     name: str | None = None,
+    split: str = "leave-one-out",
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> RecData:
-    """Read (user, item, timestamp[, title]) rows from CSV/TSV/JSONL/Parquet and split by global time.
+    """Read (user, item, timestamp[, title]) rows from CSV/TSV/JSONL/Parquet and split them
+    (:func:`split_interactions`: ``split`` "leave-one-out" or "time").
 
     Timestamps are numbers or ISO dates. An item's title is the first non-empty one among its rows.
+    ``name`` (the dataset, for λ and the prompt wording) is "items" unless given: a file's name does
+    not say which data set it holds.
     """
     from tunesift.io.tables import read_records
 
@@ -523,8 +577,8 @@ def read_interaction_table(
             t = row.get(title_field)
             if t is not None and str(t).strip() and it not in titles:
                 titles[it] = t
-    return split_by_global_time(users, items, times, titles, ratios=ratios, name=name or p.stem,
-                                source=str(p), format="table", fingerprint=_fingerprint([p]))
+    return split_interactions(users, items, times, titles, split=split, ratios=ratios, name=name or "items",
+                              source=str(p), format="table", fingerprint=_fingerprint([p]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -560,9 +614,11 @@ def read_recbole(
     path: str | os.PathLike,
     name: str | None = None,
     title_field: str | None = None,
+    split: str = "leave-one-out",
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> RecData:
-    """Read RecBole atomic files and split by global time.
+    """Read RecBole atomic files and split them (:func:`split_interactions`). The dataset's name is the
+    files' (RecBole names ``NAME.inter`` after its data set) unless ``name`` is given.
 
     Args:
         path: a folder holding ``NAME.inter`` (and ``NAME.item`` for titles), or the ``.inter`` file.
@@ -613,9 +669,9 @@ def read_recbole(
                 categories[item] = r[kc].split()  # RecBole token_seq: space-separated tokens
     else:
         log.warning("%s: no .item file; items get placeholder titles", inter)
-    return split_by_global_time(users, items, times, titles, ratios=ratios, name=name or inter.stem,
-                                source=str(inter), format="recbole", fingerprint=_fingerprint(files),
-                                categories=categories or None)
+    return split_interactions(users, items, times, titles, split=split, ratios=ratios, name=name or inter.stem,
+                              source=str(inter), format="recbole", fingerprint=_fingerprint(files),
+                              categories=categories or None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -637,9 +693,11 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def load_rec_data(path: str | os.PathLike, format: str | None = None, name: str | None = None,
-                  **options: Any) -> RecData:
+                  split: str | None = None, **options: Any) -> RecData:
     """Read recommendation data in any supported layout (``format`` detected when None).
 
+    ``split``: how interactions are split ("leave-one-out", the default, or "time"; see
+    :func:`split_interactions`); refused for a DEALRec folder, which has its own split files.
     ``options`` go to the reader: ``titles`` (dealrec); ``title_field``, ``ratios`` (recbole);
     ``user_field``, ``item_field``, ``time_field``, ``title_field``, ``ratios`` (table).
     """
@@ -649,6 +707,13 @@ def load_rec_data(path: str | os.PathLike, format: str | None = None, name: str 
     fmt = format or detect_format(p)
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if split is not None:
+        if fmt == "dealrec":
+            raise ValueError(f"--split applies to interaction tables and RecBole files; {p} is a DEALRec folder, "
+                             "whose sequential_{train,valid,test}.txt files are its split")
+        if split not in SPLIT_METHODS:
+            raise ValueError(f"--split must be one of {', '.join(SPLIT_METHODS)}, got {split!r}")
+        options["split"] = split
     readers = {"dealrec": read_dealrec, "recbole": read_recbole, "table": read_interaction_table}
     return readers[fmt](p, name=name, **options)
 

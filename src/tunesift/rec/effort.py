@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -427,7 +427,7 @@ class _PrefixPass:
         sums, counts = _loss_sums(outputs.logits, labels)
         self.loss_sum = sums[0]  # scalar, in the graph of the chosen parameters
         self.n_labels = int(counts[0])
-        cache = outputs.past_key_values
+        cache = _returned_cache(outputs)
         self.keys = [layer.keys for layer in cache.layers]  # each (1, kv heads, length, head dim)
         self.values = [layer.values for layer in cache.layers]
         if len(self.keys) != model.config.num_hidden_layers:
@@ -461,6 +461,21 @@ class _PrefixPass:
         return DynamicCache(ddp_cache_data=layers, config=self.config), leaves
 
 
+def _cache_argument(model: nn.Module) -> str:
+    """The name a causal LM's ``forward`` takes its KV cache under: ``cache`` (transformers 5.25 on;
+    ``past_key_values`` is deprecated there and goes in 5.40) or ``past_key_values`` (earlier versions)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper passes it on
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _returned_cache(outputs: Any) -> Any:
+    """The KV cache a forward pass returned (``cache``, or ``past_key_values`` before transformers 5.25)."""
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else outputs.past_key_values
+
+
 def per_sample_grad_norms_shared_prefix(
     model: nn.Module,
     prefix: _PrefixPass,
@@ -488,7 +503,8 @@ def per_sample_grad_norms_shared_prefix(
     capture = _LinearCapture(linear)
     try:
         outputs = model(input_ids=batch["input_ids"], attention_mask=attention_mask,
-                        position_ids=batch["position_ids"] + prefix.length, past_key_values=cache, use_cache=True)
+                        position_ids=batch["position_ids"] + prefix.length, use_cache=True,
+                        **{_cache_argument(model): cache})
     finally:
         capture.remove()
     sums, counts = _loss_sums(outputs.logits, batch["labels"])

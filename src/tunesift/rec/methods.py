@@ -93,7 +93,9 @@ class DealRec(RecMethod):
     name: ClassVar[str] = "dealrec"
     uses_effort: ClassVar[bool] = True
     cli_options: ClassVar[dict[str, tuple[str, str]]] = {
-        "lam": ("--lambda", "weight λ of the effort score (default: 0.3 for games, 1.0 for book/microlens, else 0.5)"),
+        "lam": ("--lambda", "weight λ of the effort score (default: DEALRec's for the data set named by a DEALRec "
+                "folder, a RecBole file or --name: 0.3 for games, 1.0 for book and microlens-50k; 0.5, its code's "
+                "default, for any other, a table included; the run's log says which)"),
         **_STRATA_OPTIONS,
     }
 
@@ -110,7 +112,9 @@ class DealRec(RecMethod):
 
 def resolve_lambda(lam: float | None, dataset: str) -> float:
     """λ given, or DEALRec's value for the dataset (Games 0.3, Book/MicroLens 1.0, else the code's 0.5)."""
-    return lam if lam is not None else DEFAULT_LAMBDA.get(dataset.lower(), CODE_DEFAULT_LAMBDA)
+    from tunesift.rec.prompts import dataset_key
+
+    return lam if lam is not None else DEFAULT_LAMBDA.get(dataset_key(dataset), CODE_DEFAULT_LAMBDA)
 
 
 def combined_score(ctx: Any, lam: float | None) -> tuple[np.ndarray, dict[str, np.ndarray], float]:

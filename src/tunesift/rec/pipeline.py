@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from tunesift.output import Timer, check_budget, write_selection
+from tunesift.output import Timer, check_budget, complete_manifest, write_selection
+from tunesift.pool.base import scores_from_order
 from tunesift.rec.backbone import Backbone, get_backbone
 from tunesift.rec.data import RecData, load_rec_data
 from tunesift.rec.methods import RecMethod, RecRanking
@@ -148,7 +149,8 @@ class RecContext:
         first = "surrogate" not in self._results
         trained = self.run("surrogate")
         if first:
-            log.info("surrogate: best epoch %d of %d, valid %s", trained.best_epoch, trained.epochs_run,
+            how = "read from the cache: it was trained to" if self.stage_info["surrogate"]["cached"] else "trained:"
+            log.info("surrogate %s best epoch %d of %d, valid %s", how, trained.best_epoch, trained.epochs_run,
                      ", ".join(f"{k} {v:.4f}" for k, v in trained.best_metrics.items()))
         return trained
 
@@ -240,6 +242,7 @@ def select_samples(
     cache_dir: str | os.PathLike | None = None,
     format: str | None = None,
     executor: Any = None,
+    threads: int | None = None,
     **options: Any,
 ) -> RecSelection:
     """Pick ``budget`` users whose samples to fine-tune a recommender backbone on.
@@ -261,7 +264,20 @@ def select_samples(
             ``cache_dir`` (default ``out_dir/cache``; none when both are None).
         executor: where the effort's chunks of users run (:mod:`tunesift.executor`; None: here); the
             scores do not depend on it.
+        threads: torch's CPU threads for this call (None: as they are), recorded in the manifest.
+
+    Returns a :class:`RecSelection` whose ``manifest`` is the dictionary ``manifest.json`` holds.
     """
+    from tunesift.output import torch_threads
+
+    with torch_threads(threads):
+        return _select_samples(data, budget, method, seed, out_dir, settings, backbone, llm, device, progress,
+                               max_users, cache_dir, format, executor, options)
+
+
+def _select_samples(data: Any, budget: int, method: Any, seed: int, out_dir: Any, settings: Any, backbone: Any,
+                    llm: Any, device: str, progress: bool, max_users: Any, cache_dir: Any, format: Any, executor: Any,
+                    options: dict[str, Any]) -> RecSelection:
     from tunesift.embed import resolve_device
 
     timer = Timer()
@@ -301,12 +317,14 @@ def select_samples(
     pool = np.array([u for u in range(data.n_users) if data.train[u]], dtype=np.int64)
     if pool.size == 0:
         raise ValueError(f"{data.source}: no user has a training item")
+    what = f"users with a training item in {data.source}"
     if max_users is not None:
         if max_users < 1:
             raise ValueError(f"max_users must be at least 1, got {max_users}")
         if max_users < pool.size:
+            what = f"users drawn by --max-users {max_users} from the {pool.size} with a training item in {data.source}"
             pool = np.sort(np.random.default_rng(seed).choice(pool, size=max_users, replace=False))
-    check_budget(budget, pool.size, f"users with a training item in {data.source}")
+    check_budget(budget, pool.size, what)
     ctx = RecContext(data, pool, int(budget), seed, settings, bb, StageCache(cache_folder), timer, device,
                      progress=progress, executor=executor)
     ranking = m.rank(ctx)
@@ -334,7 +352,7 @@ def select_samples(
         "seed": seed,
         "budget": int(budget),
         "data": {"source": data.source, "format": data.format, "name": data.name, "fingerprint": data.fingerprint,
-                 "counts": data.counts(), "warnings": data.warnings},
+                 "split": data.split, "counts": data.counts(), "warnings": data.warnings},
         "candidates": int(pool.size),
         "max_users": max_users,
         "device": device,
@@ -351,7 +369,11 @@ def select_samples(
         columns = {"influence": np.full(pool.size, np.nan), "effort": np.full(pool.size, np.nan)}
         columns.update({k: np.asarray(v, dtype=np.float64) for k, v in ranking.columns.items()})
         columns["stratum"] = np.asarray(ranking.selection.strata, dtype=np.int64)
-        out_rows = [{**row, "rank": rank, "score": float(scores[i])}
+        columns["method_score"] = scores  # the method's own score; DEALRec draws per stratum, not by it
+        out_rows = [{**row, "rank": rank, "method_score": float(scores[i])}
                     for rank, (i, row) in enumerate(zip(first, rows), 1)]
-        result.paths = write_selection(out_dir, ids, scores, order, int(budget), out_rows, manifest, columns)
+        result.paths = write_selection(out_dir, ids, scores_from_order(order), order, int(budget), out_rows,
+                                       manifest, columns)
+    else:
+        complete_manifest(manifest, int(pool.size), int(budget))
     return result

@@ -43,10 +43,11 @@ def plot_selection(scores: Mapping[str, np.ndarray] | str | os.PathLike, path: s
         n_bins: score bins of the right panel when there is no ``stratum`` column.
     """
     columns = read_scores(scores) if isinstance(scores, (str, os.PathLike)) else dict(scores)
-    missing = [c for c in ("score", "selected") if c not in columns]
+    key = "method_score" if "method_score" in columns else "score"  # the method's own score where written
+    missing = [c for c in (key, "selected") if c not in columns]
     if missing:
         raise ValueError(f"scores lack the column(s) {missing}; expected a tunesift selection's scores.parquet")
-    score = np.asarray(columns["score"], dtype=np.float64)
+    score = np.asarray(columns[key], dtype=np.float64)
     picked = np.asarray(columns["selected"], dtype=bool)
     if score.ndim != 1 or picked.shape != score.shape or not score.size:
         raise ValueError(f"`score` and `selected` must be non-empty columns of one length, got {score.shape} "

@@ -69,10 +69,16 @@ _ALIASES = {"ml-100k": "movies", "ml-1m": "movies", "movielens": "movies", "book
             "microlens": "microlens-50k", "video_games": "games"}
 
 
+def dataset_key(name: str) -> str:
+    """The known data set a name stands for ("games", "book", "microlens-50k", "movies"), "items" otherwise."""
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    return key if key in PROMPT_STYLES else "items"
+
+
 def style_for(name: str) -> PromptStyle:
     """The prompt style of a dataset name ("games", "book", ...); "items" when unknown."""
-    key = name.lower()
-    return PROMPT_STYLES.get(key) or PROMPT_STYLES.get(_ALIASES.get(key, ""), PROMPT_STYLES["items"])
+    return PROMPT_STYLES[dataset_key(name)]
 
 
 @dataclass

@@ -145,6 +145,7 @@ class BigRec(Backbone):
     """
 
     name = "bigrec"
+    uses_prompts = True
     Settings = BigRecSettings
     flag_prefix = ""
 
@@ -221,7 +222,7 @@ class BigRec(Backbone):
         s = self.settings
         return load_causal_lm(self.llm_path, device=self.device, lora_r=s.lora_r if with_lora else 0,
                               lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, target_modules=s.lora_targets,
-                              adapter=adapter, seed=seed, dtype=getattr(torch, dtype))
+                              adapter=adapter, seed=seed, dtype=getattr(torch, dtype), progress=self.progress)
 
     @property
     def tokenizer(self):
@@ -252,10 +253,14 @@ class BigRec(Backbone):
                              max_tokens=self.settings.max_tokens)
 
     def sample_rows(self, data: Any, users: Sequence[int]) -> list[dict]:
+        """What BIGRec trains on for each user, with the data's own item ids (``history``: the items in the
+        prompt, oldest first; ``target_items``: the item of the response) and titles."""
+        ids = data.item_ids
         rows = []
         for x in self.samples(data, users, "train"):
             rows.append({"user": x.user, "prompt": x.prompt, "response": x.response, "targets": x.targets,
-                         "history": x.history, "target_items": x.target_items, "n_dropped": x.n_dropped})
+                         "history": [ids[i] for i in x.history], "target_items": [ids[i] for i in x.target_items],
+                         "n_dropped": x.n_dropped})
         return rows
 
     # ------------------------------------------------------------------------------------ effort

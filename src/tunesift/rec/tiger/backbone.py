@@ -134,11 +134,14 @@ class Tiger(Backbone):
                 for i in range(len(pairs))]
 
     def sample_rows(self, data: Any, users: Sequence[int]) -> list[dict]:
+        """What TIGER trains on for each user: its training items with the data's own ids and titles, in time
+        order, and their semantic IDs."""
         tok = self.tokens
         rows = []
         for u in users:
             seq = data.train[int(u)]
-            rows.append({"user": data.users[int(u)], "train_items": list(seq), "n_samples": max(len(seq) - 1, 0),
+            rows.append({"user": data.users[int(u)], "train_items": [data.item_ids[i] for i in seq],
+                         "titles": [data.titles[i] for i in seq], "n_samples": max(len(seq) - 1, 0),
                          "semantic_ids": [tok[i].tolist() for i in seq]})
         return rows
 
