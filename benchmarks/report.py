@@ -393,6 +393,8 @@ class GotdStudy(Study):
             out[f"{self.name}/budget-{budget}"] = lambda b=budget: self.budget_table(b, False)
             if self.zero_shot:
                 out[f"{self.name}/calibrated-{budget}"] = lambda b=budget: self.budget_table(b, True)
+            if any(r["method"] == "gotd" for r in self.records):
+                out[f"{self.name}/gotd-{budget}"] = lambda b=budget: self.versus(b)
         return out
 
     def _mean(self, m: str, budget: int, key: str) -> float | None:
@@ -484,17 +486,56 @@ class GotdStudy(Study):
                                        + (f", LoRA r {s['finetune_lora_r']}" if s.get("finetune_lora_r") else "")))
         return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
+    def pair(self, budget: int, a: str, b: str, calibrated: bool = False):
+        """(a − b over test texts, over seeds or None, its Holm p over the methods compared to b) at ``budget``."""
+        from tunesift.bench.stats import compare_methods, seed_comparisons
+
+        key = (budget, b, calibrated)
+        if key not in self._pairs:
+            values, _, runs = self.group(budget, calibrated)
+            comparisons = {c.method: c for c in compare_methods(values, [b])} if b in values else {}
+            found = seed_comparisons(runs, [b]) if b in values else {}
+            self._pairs[key] = (comparisons, found, _holm_seeds(found, [b]))
+        comparisons, found, holm = self._pairs[key]
+        if a not in comparisons or b not in comparisons[a].differences:
+            return None
+        s = found.get(a, {}).get(b)
+        return comparisons[a].differences[b], s, (holm.get((a, b)) if s else None)
+
+    @cached_property
+    def _pairs(self) -> dict:
+        return {}
+
+    def versus(self, budget: int) -> str:
+        """GOT-D against each other method at ``budget``, as scored and with the label prior removed."""
+        others = [m for m in self.methods() if m != "gotd"]
+        modes = (False, True) if self.zero_shot else (False,)
+        head = ["GOT-D − …"] + [("prior removed: " if c else "") + "test texts; seeds" for c in modes]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for b in others:
+            cells = [b]
+            for calibrated in modes:
+                found = self.pair(budget, "gotd", b, calibrated)
+                if found is None:
+                    cells.append("—")
+                    continue
+                d, s, p = found
+                text = f"{_diff(d, 4)} {_p(d.p_value)}"
+                text = f"**{text}**" if d.significant else text
+                cells.append(text + (f"; {_diff(s, 4)} {_p(p)}" if s else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + ("\n\nOver seeds: Holm over the methods compared to the same reference. "
+                                   "**Bold**: the CI over test texts excludes 0.\n")
+
     def findings(self) -> list[Finding]:
         out = []
         for a, b, budget in self.comparisons:
             if budget not in self.budgets:
                 continue
-            comparisons, found, holm = self.compared[budget, False]
-            if a not in comparisons or b not in comparisons[a].differences:
+            found = self.pair(budget, a, b)
+            if found is None:
                 continue
-            s = found.get(a, {}).get(b)
-            out.append(Finding(self.name, f"{a} − {b} at {budget}", "accuracy", comparisons[a].differences[b], s,
-                               holm.get((a, b)) if s else None, self.effect))
+            out.append(Finding(self.name, f"{a} − {b} at {budget}", "accuracy", *found, self.effect))
         return out
 
 
