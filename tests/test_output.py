@@ -40,3 +40,19 @@ def test_the_manifest_records_torch_threads(tmp_path):
         assert json.loads(paths["manifest"].read_text())["versions"]["torch_threads"] == "1"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_library_bars_silences_transformers_own_switch_and_restores_both():
+    pytest.importorskip("transformers")
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    from tunesift.output import library_bars
+
+    assert hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    with library_bars(False):
+        # transformers draws "Loading weights" through its own switch, not huggingface_hub's
+        assert not hf_logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+    assert hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    with library_bars(True):
+        assert hf_logging.is_progress_bar_enabled()

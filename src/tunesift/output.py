@@ -53,7 +53,10 @@ def quiet_progress() -> Iterator[None]:
 @contextlib.contextmanager
 def library_bars(show: bool) -> Iterator[None]:
     """Within the block, the progress bars of transformers and huggingface_hub (weight loading, GGUF
-    conversion) are drawn only when ``show``; the process's setting is restored after it."""
+    conversion) are drawn only when ``show``; the process's setting is restored after it.
+
+    transformers keeps a switch of its own (read when it draws "Loading weights"), set apart from
+    huggingface_hub's after import, so both are turned off and both restored."""
     try:
         from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     except ImportError:  # no Hugging Face libraries, no bars of theirs
@@ -61,14 +64,21 @@ def library_bars(show: bool) -> Iterator[None]:
     if show:
         yield
         return
-
-    was = are_progress_bars_disabled()
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        hf_logging = None
+    was_hub = are_progress_bars_disabled()
+    was_transformers = hf_logging.is_progress_bar_enabled() if hf_logging is not None else False
     disable_progress_bars()
+    if hf_logging is not None:
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        if not was:
-            enable_progress_bars()
+        if hf_logging is not None and was_transformers:
+            hf_logging.enable_progress_bar()  # turns huggingface_hub's on as well
+        (disable_progress_bars if was_hub else enable_progress_bars)()
 
 
 def versions() -> dict[str, str]:

@@ -339,7 +339,7 @@ def load_pool(spec: str, text_field: str = "text"):
 
     if spec == "synthetic":
         return synthetic_pool()
-    return read_text_set(spec, text_field, None, name="pool")
+    return read_text_set(spec, text_field, None, name="pool", field_option="--text-field")
 
 
 def pool_rows(pool, task, pool_size: int | None) -> tuple[np.ndarray, np.ndarray, int]:

@@ -452,7 +452,8 @@ def shard_files(spec: str | os.PathLike) -> list[tuple[Path, str, str]] | None:
 
 
 def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, text_field: str,
-                   id_field: str | None, seen: dict | None) -> tuple[list[str], list[Any]]:
+                   id_field: str | None, seen: dict | None,
+                   field_option: str = "text_field") -> tuple[list[str], list[Any]]:
     """Check every row's text (and id) field; ``seen`` maps ids to where they were first met (None: the
     caller checks that ids are unique)."""
     texts, ids = [], []
@@ -460,7 +461,7 @@ def _texts_and_ids(rows: list[dict], lines: list[int], where: str, path: str, te
         if text_field not in row:
             raise ValueError(
                 f"{path}:{where} {line}: no field {text_field!r} (fields: {', '.join(map(str, row))}); "
-                "choose one with --text-field"
+                f"choose one with {field_option}"
             )
         text = row[text_field]
         if not isinstance(text, str):
@@ -492,6 +493,7 @@ def read_text_set(
     format: str | None = None,
     name: str = "input",
     spill_dir: str | os.PathLike | None = None,
+    field_option: str = "text_field",
 ) -> TextSet:
     """Read a file, or a folder or glob of shards, into a :class:`TextSet`, checking every row.
 
@@ -509,26 +511,30 @@ def read_text_set(
             memory-mapped (:class:`tunesift.io.packed.PackedTexts`), so texts larger than RAM can be held,
             and read one JSONL/CSV/TSV/Parquet file as shards are read: a batch of rows at a time, its rows
             read back from the file when asked for (:class:`ShardRecords`); None: all in memory.
+        field_option: how the caller sets ``text_field`` (a command's ``--target-text-field``), named
+            in the error when a row lacks the field.
     """
     shards = None if format is not None else shard_files(path)
     if shards is not None:
-        return _read_shards(str(path), shards, text_field, id_field, name, spill_dir)
+        return _read_shards(str(path), shards, text_field, id_field, name, spill_dir, field_option=field_option)
     if spill_dir is not None:  # one file streamed as a set of one shard, its texts spilled
         p, split = _resolve(path)
         fmt = format or _detect_format(p)
         if fmt in SHARD_FORMATS and split is None and p.is_file():
-            return _read_shards(str(path), [(p, p.name, fmt)], text_field, id_field, name, spill_dir, single=True)
+            return _read_shards(str(path), [(p, p.name, fmt)], text_field, id_field, name, spill_dir, single=True,
+                                field_option=field_option)
     rows, lines, fmt = read_records(path, format)
     where = _position_word(fmt)
     if not rows:
         raise ValueError(f"{path}: the {name} is empty (no rows)")
-    texts, ids = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, {})
+    texts, ids = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, {}, field_option)
     return TextSet(path=str(path), records=rows, texts=texts, ids=ids, text_field=text_field,
                    id_field=id_field, fingerprint=_fingerprint(_resolve(path)[0]))
 
 
 def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str, id_field: str | None,
-                 name: str, spill_dir: str | os.PathLike | None = None, single: bool = False) -> TextSet:
+                 name: str, spill_dir: str | os.PathLike | None = None, single: bool = False,
+                 field_option: str = "text_field") -> TextSet:
     """A set of shards read a batch of rows at a time. ``single``: ``files`` is one file read this way, which
     keeps a one-file set's ids (row numbers), fingerprint (its bytes) and manifest (no shard list)."""
     from array import array
@@ -549,7 +555,7 @@ def _read_shards(spec: str, files: list[tuple[Path, str, str]], text_field: str,
             rows, lines = _unzip(itertools.islice(records, READ_BATCH_ROWS))
             if not rows:
                 break
-            t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, None)
+            t, i = _texts_and_ids(rows, lines, where, str(path), text_field, id_field, None, field_option)
             texts.extend(t)
             if id_field is not None:
                 encoded = [_encode_id(v, path, where, line, id_field) for v, line in zip(i, lines)]

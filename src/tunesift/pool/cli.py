@@ -74,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     # a shard folder's texts go to a memory-mapped temporary file beside the cache (pools larger than RAM)
     cache = None if args.cache_dir == "none" else default_cache_dir() if args.cache_dir == "default" else args.cache_dir
     spill = Path(cache) / "spill" if cache is not None else Path(tempfile.gettempdir())
-    pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool", spill_dir=spill)
-    target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target")
+    pool = read_text_set(args.pool, args.text_field, args.id_field, name="pool", spill_dir=spill,
+                         field_option="--text-field")
+    target = read_text_set(args.target, args.target_text_field or args.text_field, None, name="target",
+                           field_option="--target-text-field")
     log.info("pool: %d rows from %s; target: %d rows from %s", len(pool), args.pool, len(target), args.target)
     args._flags.check_unused(args, [args.method])
     method = POOL_METHODS.get(args.method).from_args(args, args._flags)

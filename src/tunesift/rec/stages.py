@@ -232,7 +232,8 @@ class EarlySettings:
     """GraNd / EL2N (Paul et al., NeurIPS 2021) on the surrogate's early snapshot."""
 
     grand_parameters: tuple[str, ...] | None = setting(
-        None, "surrogate parameters of GraNd's gradient (default: all but the item embeddings' full matrix)")
+        None, "surrogate parameters of GraNd's gradient (default: all of them, the item embeddings "
+              "included: their gradient is taken over the rows a sample looks up)")
     early_chunk: int = setting(16384, "candidates per saved chunk of GraNd / EL2N (a killed run resumes at the "
                                       "first unfinished one)", key=False)
 
