@@ -103,6 +103,8 @@ DEALREC = ["dealrec", "--data", "{tmp}/games", "--budget", "2", "--no-progress"]
     pytest.param(["gotd", "--pool", "{tmp}/ok.jsonl", "--target", "{tmp}/nofield.jsonl", "--budget", "1",
                   "--method", "random", "--no-progress"],
                  "choose one with --target-text-field", id="missing-target-text-field"),
+    pytest.param([*GOTD, "--pool", "{tmp}/ok.jsonl", "--domain-field", "text", "--domains-keep", "0"],
+                 "`domains_keep` must be at least 1", id="domains-keep-0-keeps-nothing"),
     pytest.param([*GOTD, "--pool", "{tmp}/nofield.jsonl", "--method", "random"],
                  "choose one with --text-field", id="missing-pool-text-field-names-the-flag"),
     pytest.param([*GOTD, "--pool", "{tmp}/missing.jsonl", "--method", "random"],

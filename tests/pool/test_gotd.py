@@ -97,7 +97,8 @@ def test_domain_prefilter_keeps_the_closest_domains():
 
 
 @pytest.mark.parametrize("kw, msg", [({"epsilon": 0}, "epsilon"), ({"momentum": 2.5}, "momentum"),
-                                     ({"solver": "exact"}, "solver"), ({"domains_keep": 2}, "domain_field")])
+                                     ({"solver": "exact"}, "solver"), ({"domains_keep": 2}, "domain_field"),
+                                     ({"domains_keep": 0, "domain_field": "domain"}, "at least 1")])
 def test_bad_settings_name_the_field(kw, msg):
     with pytest.raises(ValueError, match=msg):
         GOTD(**kw)

@@ -328,3 +328,15 @@ def test_categories_are_read_and_make_the_item_texts(tmp_path):
                                "i0\tToy Story\tAnimation Comedy\ni1\tHeat\tAction\ni2\tAlien\t\ni3\tUp\tAnimation\n")
     texts = read_recbole(rb).item_texts()
     assert texts == ["Toy Story; Animation, Comedy", "Heat; Action", "Alien", "Up; Animation"]
+
+
+def test_dealrec_item_beyond_the_catalogue_is_refused_with_its_file_and_line(tmp_path):
+    # item 999 with 20 items in items.jsonl once grew the catalogue to 999 items that the models then ranked
+    folder = tmp_path / "d"
+    write_dealrec_folder(folder, n_users=6, n_items=20)
+    lines = (folder / "sequential_valid.txt").read_text().splitlines()
+    lines[2] = lines[2].split()[0] + " 999"
+    (folder / "sequential_valid.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"sequential_valid.txt:3: item id 999 is beyond the catalogue "
+                                         r"\(items.jsonl lists item ids up to 20"):
+        read_dealrec(folder)

@@ -61,7 +61,7 @@ class GOTD(PoolMethod):
         "cost_memory_budget": ("--cost-memory", "bytes allowed to store the N×M cost matrix (0: never)"),
         "contrast": ("--contrast", "pick the LARGEST gradients (move away from the target)"),
         "domain_field": ("--domain-field", "pool field naming each row's domain, for the pre-filter"),
-        "domains_keep": ("--domains-keep", "keep the d pool domains closest to the target (0: keep all)"),
+        "domains_keep": ("--domains-keep", "keep the d pool domains closest to the target, d >= 1 (default: all)"),
         "domain_sample": ("--domain-sample", "rows sampled per domain (and of the target) for the pre-filter"),
     }
 
@@ -75,7 +75,7 @@ class GOTD(PoolMethod):
     cost_memory_budget: int = 0
     contrast: bool = False
     domain_field: str | None = None
-    domains_keep: int = 0
+    domains_keep: int | None = None
     domain_sample: int = 10000  # the paper uses 10–20k samples per domain
 
     def __post_init__(self) -> None:
@@ -91,9 +91,11 @@ class GOTD(PoolMethod):
             raise ValueError(f"`solver` must be 'sinkhorn' or 'semidual', got {self.solver!r}")
         if self.block_size < 1:
             raise ValueError(f"`block_size` must be at least 1, got {self.block_size!r}")
-        if self.domains_keep < 0:
-            raise ValueError(f"`domains_keep` must be >= 0, got {self.domains_keep!r}")
-        if self.domains_keep and not self.domain_field:
+        if self.domains_keep is not None and self.domains_keep < 1:
+            # 0 once meant "all"; keeping no domain would select nothing, so it is refused, not guessed
+            raise ValueError(f"`domains_keep` must be at least 1 (leave it unset to keep every domain), "
+                             f"got {self.domains_keep!r}")
+        if self.domains_keep is not None and not self.domain_field:
             raise ValueError("`domains_keep` needs `domain_field` (the pool field naming each row's domain)")
         if self.domain_sample < 2:
             raise ValueError(f"`domain_sample` must be at least 2, got {self.domain_sample!r}")
@@ -137,7 +139,7 @@ class GOTD(PoolMethod):
         n = len(pool)
         info: dict = {}
         rows = np.arange(n)
-        if self.domains_keep:
+        if self.domains_keep is not None:
             with ctx.timer.stage("domain_prefilter"):
                 rows, info["prefilter"] = self._prefilter(pool, target, ctx)
         if len(rows) < ctx.budget:

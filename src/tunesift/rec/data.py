@@ -310,6 +310,15 @@ def _read_sequences(path: Path) -> tuple[list[Any], list[list[int]]]:
     return users, seqs
 
 
+def _first_line_beyond(path: Path, n_items: int) -> tuple[Path, int, int]:
+    """(path, line, item) of the first item id above ``n_items`` in a sequence file already read."""
+    for lineno, line in enumerate(text_lines(path), 1):
+        for tok in line.split()[1:]:
+            if int(tok) > n_items:
+                return path, lineno, int(tok)
+    raise AssertionError(f"{path}: no item id above {n_items}")
+
+
 def _categories(value: Any, where: str) -> list[str]:
     """A categories field: a list of strings, or one string (split on commas / whitespace runs kept)."""
     if value is None:
@@ -391,12 +400,21 @@ def read_dealrec(folder: str | os.PathLike, name: str | None = None, titles: str
         raise ValueError(f"{files['train']}: user {dup!r} appears on more than one line")
 
     used = {i for s in SPLITS for seq in per_split[s] for i in seq}
-    n_items = max([*raw_titles, *used, 0])
     bad = sorted(i for i in used if i < 1)
     if bad:
         raise ValueError(f"{root}: item id {bad[0]} is not 1-based (ids must be >= 1; 0 is padding)")
     if not raw_titles:
         raise ValueError(f"{title_path}: no items")
+    # the catalogue is what the title file lists: an interaction past its end would make the models rank
+    # items that do not exist (item 999 of a 20-item file grew the catalogue to 999)
+    n_items = max(raw_titles)
+    beyond = [i for i in used if i > n_items]
+    if beyond:
+        path, line, item = next(_first_line_beyond(files[s], n_items) for s in SPLITS
+                                if any(i > n_items for seq in per_split[s] for i in seq))
+        raise ValueError(f"{path}:{line}: item id {item} is beyond the catalogue ({title_path.name} lists item ids "
+                         f"up to {n_items}; {len(beyond):,} item id(s) past it in all); add the items to "
+                         f"{title_path.name} or drop those interactions")
     item_titles = [""]
     missing = 0
     for i in range(1, n_items + 1):
