@@ -144,15 +144,24 @@ class Study:
         path = self.folder / "machine.json"
         if not path.is_file():
             return "Not recorded (packed before machine records existed).\n"
-        m = json.loads(path.read_text(encoding="utf-8"))
-        v = m.get("versions", {})
-        return (f"{m.get('cpu')}, {m.get('cores')} cores ({', '.join(m.get('cpu_flags', [])) or 'no flags read'}), "
-                f"{m.get('memory_gib')} GiB" + (f", GPU {m['gpu']}" if m.get("gpu") else "") +
-                f"; Python {v.get('python')}, torch {v.get('torch')}, transformers {v.get('transformers')}, "
-                f"numpy {v.get('numpy')}; recorded {m.get('recorded_at', '')[:10]}.\n")
+        return machine_line(json.loads(path.read_text(encoding="utf-8"))) + "\n"
+
+    def stored(self) -> int:
+        """How many runs the folder holds (the index's count)."""
+        return len(list((self.folder / "runs").glob("*/result.json"))) if (self.folder / "runs").is_dir() else 0
 
     def findings(self) -> list[Finding]:
         raise NotImplementedError
+
+
+def machine_line(m: dict) -> str:
+    """One sentence naming a machine record (``benchmarks/machine.py``'s ``machine_info``)."""
+    v = m.get("versions", {})
+    return (f"{m.get('cpu')}, {m.get('cores')} cores ({', '.join(m.get('cpu_flags', [])) or 'no flags read'}), "
+            f"{m.get('memory_gib')} GiB" + (f", GPU {m['gpu']}" if m.get("gpu") else "") +
+            f"; Python {v.get('python')}, torch {v.get('torch')}, transformers {v.get('transformers')}, "
+            f"numpy {v.get('numpy')}" + (f", {v['torch_threads']} torch thread(s)" if v.get("torch_threads") else "")
+            + f"; recorded {m.get('recorded_at', '')[:10]}.")
 
 
 def _cost_table(records: list[dict], by: list[str], order: list[str], keys: list[tuple[str, str]]) -> str:
@@ -543,6 +552,94 @@ class GotdStudy(Study):
 # The registry: what each study compares, fixed before its runs
 # ---------------------------------------------------------------------------------------------------
 
+
+# -- speed records (benchmarks/*.py --record FILE) -----------------------------------------------------
+
+
+class SpeedStudy(Study):
+    """A folder of speed records: each the JSON that a benchmark's ``--record FILE`` wrote — its command, the
+    machine and its results — measured with the reference side by side in the same run. No comparison of
+    methods: nothing goes to the summary."""
+
+    def record(self, name: str) -> dict:
+        path = self.folder / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: missing; rerun its benchmark with --record {path}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def stored(self) -> int:
+        return len(list(self.folder.glob("*.json")))
+
+    def findings(self) -> list[Finding]:
+        return []
+
+    def tables(self):
+        names = sorted(p.stem for p in self.folder.glob("*.json"))
+        out = {f"{self.name}/records": lambda: self.records_table(names)}
+        for name, table in (("ot-synthetic-200k", self.ot_table), ("effort-f32", self.effort_table),
+                            ("influence", self.influence_table), ("scale", self.scale_table)):
+            if name in names:
+                out[f"{self.name}/{name}"] = lambda t=table, n=name: t(self.record(n))
+        return out
+
+    def records_table(self, names: list[str]) -> str:
+        lines = ["| record | command | machine |", "|---|---|---|"]
+        for n in names:
+            r = self.record(n)
+            lines.append(f"| [`{n}.json`](../../benchmarks/results/{self.name}/{n}.json) | `{r['command']}` | "
+                         f"{machine_line(r['machine'])} |")
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def ot_table(rec: dict) -> str:
+        r = rec["results"][0]
+        ref = r["ref_s"]
+        rows = [("ours, cost online", "", r["ours_s"]), ("ours, cost stored", "stored_", r["stored_s"]),
+                ("ours, semi-dual L-BFGS", "semidual_", r["semidual_s"]), (r["ref"], "ref_", ref)]
+        lines = ["| solver | s | ott-jax s ÷ this | iterations | converged | top-5% overlap with the converged "
+                 "float64 solve | peak MB |", "|---|---|---|---|---|---|---|"]
+        for label, pre, t in rows:
+            pre = pre or "ours_"
+            lines.append(f"| {label} | {t:,.1f} | {ref / t:.2f}× | {r.get(pre + 'iter')} | {r.get(pre + 'converged')} | "
+                         f"{r.get(pre + 'truth_topk_overlap'):.4f} | {r.get(pre + 'peak_mb'):,.0f} |")
+        return "\n".join(lines) + (f"\n\nN = {r['n']:,} pool points, M = {r['m']:,} target points, d = {r['d']}, "
+                                   f"ε = {r['epsilon']}, {r['threads']} thread; top-5% = the {r['k']:,} most negative "
+                                   f"gradients. ott-jax's compile: {r['ref_compile_s']:.1f} s, not counted.\n")
+
+    @staticmethod
+    def effort_table(rec: dict) -> str:
+        lines = ["| users | ours s | authors' procedure s | ratio | Spearman | max relative difference |",
+                 "|---|---|---|---|---|---|"]
+        for r in rec["results"]:
+            lines.append(f"| {r['n']} | {r['ours_wall_s']:.1f} | {r['reference_wall_s']:.1f} | {r['ratio_wall']:.2f}× | "
+                         f"{r['spearman']:.6f} | {r['max_relative_difference']:.1e} |")
+        r = rec["results"][0]
+        return "\n".join(lines) + (f"\n\n{r['dtype']}, batch {r['batch_size']}, {r['mean_tokens']:.0f} tokens a "
+                                   f"sample on average; the shared prompt prefix computed once "
+                                   f"({r['token_ratio']:.2f}× fewer tokens).\n")
+
+    @staticmethod
+    def influence_table(rec: dict) -> str:
+        lines = ["| LiSSA | ours s | authors' procedure s | ratio | Spearman with the authors' scores |",
+                 "|---|---|---|---|---|"]
+        for r in rec["results"]:
+            lines.append(f"| depth {r['lissa_depth']:,}, batch {r['lissa_batch_size']} | {r['ours_wall_s']:.1f} | "
+                         f"{r['reference_wall_s']:.1f} | {r['ratio_wall']:.1f}× | {r['spearman']:.6f} |")
+        return "\n".join(lines) + f"\n\n{rec['results'][0]['users']:,} users (every training user of Games).\n"
+
+    @staticmethod
+    def scale_table(rec: dict) -> str:
+        lines = ["| N | pool file MB | in memory: solve s, peak RSS MB | memory-mapped: solve s, peak RSS MB | "
+                 "time ratio | RSS ratio | same picks |", "|---|---|---|---|---|---|---|"]
+        for r in rec["results"]:
+            a, b, c = r["memory"], r["mmap"], r["mmap_vs_memory"]
+            lines.append(f"| {r['n']:,} | {r['file_mb']:,.0f} | {a['solve_s']:.1f}, {a['peak_rss_mb']:,.0f} | "
+                         f"{b['solve_s']:.1f}, {b['peak_rss_mb']:,.0f} | {c['time_ratio']:.2f}× | {c['rss_ratio']:.2f} | "
+                         f"{'yes' if c['top_identical'] else 'no'} |")
+        r = rec["results"][0]
+        return "\n".join(lines) + f"\n\nM = {r['m']:,} target points, d = {r['d']}; ratios memory-mapped ÷ in memory.\n"
+
+
 REC_ORDER = ["random", "dealrec", "dealrec-no-effort", "dealrec-no-influence", "greedy", "grand", "el2n", "ccs",
              "full"]
 GOTD_ORDER = ["none", "random", "gotd", "dsir", "knn", "tsds"]
@@ -561,6 +658,7 @@ STUDIES: list[Study] = [
     # the same protocol at 250 with the warm-up as a LoRA (rank 8, merged) at lr 5e-4 instead of all weights at 5e-5
     GotdStudy("sst2-zeroshot-lora", "GOT-D warm-up as LoRA, SST-2 zero-shot (SmolLM2)", order=GOTD_ORDER,
               effect=0.01, comparisons=[(a, b, 250) for a, b in GOTD_VS]),
+    SpeedStudy("speed", "Speed: OT against ott-jax, DEALRec's stages against the authors', the scale curve"),
     GotdStudy("agnews-zeroshot", "GOT-D warm-up, AG News zero-shot (SmolLM2)", order=GOTD_ORDER, effect=0.01,
               comparisons=[(a, b, n) for n in (250, 1000) for a, b in GOTD_VS]),
 ]
@@ -624,7 +722,7 @@ def index_table(studies: list[Study]) -> str:
     lines = ["| study | records | runs stored |", "|---|---|---|"]
     for s in studies:
         if s.available():
-            runs = len(list((s.folder / "runs").glob("*/result.json"))) if (s.folder / "runs").is_dir() else "—"
+            runs = s.stored()
             lines.append(f"| [{s.title}]({s.name}.md) | [`benchmarks/results/{s.name}`](../../benchmarks/results/"
                          f"{s.name}) | {runs} |")
         else:
