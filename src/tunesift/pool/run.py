@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from tunesift.embed import (DEFAULT_CHUNK_ROWS, HFEncoderEmbedder, cached_embed, default_cache_dir, load_precomputed,
-                            resolve_device)
+from tunesift.embed import (DEFAULT_CHUNK_ROWS, DEFAULT_EMBED_BACKEND, HFEncoderEmbedder, cached_embed,
+                            default_cache_dir, load_precomputed, resolve_device)
 from tunesift.executor import Executor, LocalExecutor
 from tunesift.io.tables import TextSet
 from tunesift.output import Timer, check_budget, complete_manifest, torch_threads, write_selection
@@ -66,6 +66,7 @@ def select_from_pool(
     embed_chunk_rows: int = DEFAULT_CHUNK_ROWS,
     executor: Executor | None = None,
     threads: int | None = None,
+    embed_backend: str = DEFAULT_EMBED_BACKEND,
     **settings: Any,
 ) -> PoolSelection:
     """Rank ``pool`` for ``target`` with one registered method and take the top ``budget``.
@@ -85,6 +86,10 @@ def select_from_pool(
             here, in order). The selection does not depend on it.
         threads: torch's CPU threads for this call (None: as they are); recorded in the manifest
             (``versions.torch_threads``), since CPU sums, and so the last bits of the scores, depend on it.
+        embed_backend: how the packaged or local encoder runs: ``torch`` (float32), ``torch-bf16``
+            (bfloat16 autocast) or ``auto`` (:func:`tunesift.embed.resolve_embed_backend`); the resolved
+            one is in the manifest's ``embeddings`` entries and the cache key. Not used with an embedder
+            object or precomputed embeddings.
 
     Returns a :class:`PoolSelection` whose ``manifest`` is the dictionary ``manifest.json`` holds.
 
@@ -92,12 +97,15 @@ def select_from_pool(
     block by block, so the pool's matrix need not fit in memory.
     """
     _check_inputs(pool, target, budget)
+    from tunesift.embed import resolve_embed_backend
+
+    resolve_embed_backend(embed_backend)  # refused before any work when it is not a backend
     m = POOL_METHODS.get(method)(**settings) if isinstance(method, str) else method
     if settings and not isinstance(method, str):
         raise TypeError("pass settings either to the method instance or as keywords with a method name")
     with torch_threads(threads) if m.uses_embeddings or threads is None else _no_torch(threads):
         return _select(pool, target, budget, m, seed, embedder, pool_embeddings, target_embeddings, cache_dir,
-                       device, out_dir, progress, embed_chunk_rows, executor)
+                       device, out_dir, progress, embed_chunk_rows, executor, embed_backend)
 
 
 @contextlib.contextmanager
@@ -110,7 +118,8 @@ def _no_torch(threads: Any):
 
 def _select(pool: TextSet, target: TextSet, budget: int, m: PoolMethod, seed: int, embedder: Any,
             pool_embeddings: Any, target_embeddings: Any, cache_dir: Any, device: str, out_dir: Any, progress: bool,
-            embed_chunk_rows: int, executor: Executor | None) -> PoolSelection:
+            embed_chunk_rows: int, executor: Executor | None,
+            embed_backend: str = DEFAULT_EMBED_BACKEND) -> PoolSelection:
     device = resolve_device(device) if m.uses_embeddings else "cpu"
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     executor = LocalExecutor() if executor is None else executor
@@ -137,7 +146,8 @@ def _select(pool: TextSet, target: TextSet, budget: int, m: PoolMethod, seed: in
             return loaded[role] if indices is None else loaded[role][indices]
         if model[0] is None:
             model[0] = embedder if (embedder is not None and not isinstance(embedder, (str, os.PathLike))) \
-                else HFEncoderEmbedder(None if embedder is None else str(embedder), device=device, progress=progress)
+                else HFEncoderEmbedder(None if embedder is None else str(embedder), device=device, progress=progress,
+                                       backend=embed_backend)
         texts = ts.texts if indices is None else [ts.texts[i] for i in indices]
         with timer.stage(f"embed_{role}"):
             arr = cached_embed(model[0], texts, cache, chunk_rows=embed_chunk_rows, executor=executor)
