@@ -10,7 +10,7 @@ mode runs in its own subprocess, so that its peak resident set (``VmHWM`` of tha
   block by block (:class:`tunesift.ot.HostRows`) and releases the pages it has read.
 
 - ``ray1`` / ``ray2`` (``--modes``): the memory-mapped pool split over 1 or 2 Ray actors
-  (:func:`tunesift.ot.parts.sinkhorn_on` on ``--ray local``): each actor reads its own rows of the file;
+  (:func:`tunesift.executor.drivers.sinkhorn_on` on ``--ray local``): each actor reads its own rows of the file;
   the driver holds only the (M,) target potentials. "load s" is then the start of Ray; the solve
   includes starting its actors; "peak RSS" is the driver's (each actor reads its rows block by block,
   as the mmap mode does).
@@ -142,7 +142,7 @@ def child(args: argparse.Namespace) -> None:
     kw = dict(epsilon=args.epsilon, threshold=args.threshold, max_iter=args.max_iter, block_size=args.block_size)
     if args.child.startswith("ray"):
         from tunesift.executor import make_executor
-        from tunesift.ot.parts import sinkhorn_on
+        from tunesift.executor.drivers import sinkhorn_on
 
         workers = int(args.child[3:])
         with make_executor("local", workers=workers) as executor:

@@ -1,23 +1,39 @@
-"""One registry per role, so adding a method is one file plus one registration line.
+"""Every registry of plug-ins, and the one list of the modules that fill them.
 
-The CLI reads its choices from these registries: there is no second table to edit.
+A role (pool method, rec method, backbone, executor, warm-up evaluation) is one :class:`Registry` below,
+declared with the modules that register into it. A registry imports its modules the first time it is
+asked what it holds, with no silent skip: a plug-in that fails to import fails the command that needs it,
+loudly, naming the module. Adding a plug-in is its module (a class under ``@REGISTRY.register("name")``)
+plus its module's name in the registry's list here; the CLI, ``--help``, the benches' method lists and the
+registry-wide conformance tests read the registries, so nothing else is edited.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from dataclasses import fields
-from typing import Any, Callable, ClassVar, Generic, Iterator, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named table of implementations of one role (e.g. pool methods, rec methods)."""
+    """A named table of implementations of one role (e.g. pool methods, rec methods).
 
-    def __init__(self, role: str):
+    Args:
+        role: what an entry is, for messages ("pool method").
+        plugins: the modules whose import registers this role's entries; imported on the first look-up
+            (not at import of this module, so a command loads only what it uses). Their entries list
+            first, in this order, then entries registered from elsewhere (a test's plug-in) in the order
+            they were registered — the same order however the modules happened to be imported.
+    """
+
+    def __init__(self, role: str, plugins: Sequence[str] = ()):
         self.role = role
+        self.plugins = tuple(plugins)
         self._items: dict[str, T] = {}
+        self._loaded = not self.plugins
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -28,7 +44,20 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def load(self) -> None:
+        """Import every plug-in module of the role (once); an import error propagates unchanged."""
+        if self._loaded:
+            return
+        self._loaded = True  # before the imports: a plug-in module may itself ask the registry
+        try:
+            for module in self.plugins:
+                importlib.import_module(module)
+        except BaseException:
+            self._loaded = False
+            raise
+
     def get(self, name: str) -> T:
+        self.load()
         try:
             return self._items[name]
         except KeyError:
@@ -37,13 +66,18 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        return list(self._items)
+        self.load()
+        rank = {m: i for i, m in enumerate(self.plugins)}
+        position = {n: i for i, n in enumerate(self._items)}
+        return sorted(self._items, key=lambda n: (rank.get(getattr(self._items[n], "__module__", None),
+                                                           len(rank)), position[n]))
 
     def __contains__(self, name: str) -> bool:
+        self.load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self.names())
 
 
 class Method:
@@ -92,9 +126,15 @@ class Method:
         return cls(**table.values(args, cls.name))
 
 
-# Methods that rank a text pool against a target (GOT-D and its baselines): tunesift.pool
-POOL_METHODS: Registry = Registry("pool method")
-# Methods that score and select recommendation samples (DEALRec and its baselines): tunesift.rec
-REC_METHODS: Registry = Registry("rec method")
-# Where per-example stages run, chunk by chunk (in this process, or on Ray actors): tunesift.executor
-EXECUTORS: Registry = Registry("executor")
+# Methods that rank a text pool against a target (GOT-D and its baselines)
+POOL_METHODS: Registry = Registry("pool method", plugins=(
+    "tunesift.pool.random", "tunesift.pool.gotd", "tunesift.pool.dsir", "tunesift.pool.knn", "tunesift.pool.tsds"))
+# Methods that score and select recommendation samples (DEALRec and its baselines)
+REC_METHODS: Registry = Registry("rec method", plugins=("tunesift.rec.methods",))
+# The recommenders DEALRec selects for: what is fine-tuned, and how effort and evaluation are done
+REC_BACKBONES: Registry = Registry("backbone", plugins=("tunesift.rec.bigrec.backbone", "tunesift.rec.tiger.backbone"))
+# Where per-example stages run, chunk by chunk (in this process, or on Ray actors)
+EXECUTORS: Registry = Registry("executor", plugins=("tunesift.executor.local", "tunesift.executor.ray"))
+# How `bench gotd` scores a warmed-up model
+WARMUP_EVALS: Registry = Registry("warm-up evaluation", plugins=("tunesift.bench.evals.finetune",
+                                                                 "tunesift.bench.evals.zeroshot"))

@@ -188,7 +188,7 @@ def test_dsir_on_ray_counts_saved_chunks_as_one_local_pass(ray_instance, tmp_pat
 def test_sinkhorn_on_ray_actors_holding_parts_of_the_pool_equals_the_local_solve(ray_instance, tmp_path):
     import torch
 
-    from tunesift.ot.parts import sinkhorn_on
+    from tunesift.executor.drivers import sinkhorn_on
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 16)).astype(np.float32)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tunesift.ot import sinkhorn
-from tunesift.ot.parts import sinkhorn_on, split_rows, whole_npy_file
+from tunesift.executor.drivers import sinkhorn_on
+from tunesift.ot.parts import split_rows, whole_npy_file
 
 
 def unit_rows(n, d, seed, shift=0.0):

@@ -231,7 +231,7 @@ def test_neighbour_lists_are_exact_prefixes(metric, k, block_size):
 def test_fetch_falls_back_to_an_exact_search_when_the_sample_misleads(misleading_sample):
     pool, target = misleading_sample
     prepared_pool, prepared_target = knn.prepare(torch.tensor(pool), "cosine"), knn.prepare(torch.tensor(target), "cosine")
-    sampled = knn._neighbour_lists(prepared_pool, prepared_target, 30, "cosine", 64, with_nearest_target=False)
+    sampled = knn.neighbour_lists_blocks(prepared_pool, prepared_target, 30, "cosine", 64, with_nearest_target=False)
     assert min(len(row) for row in sampled) < 30  # the situation under test
     lists = knn._fetch(prepared_pool, prepared_target, np.array([2, 0]), 30, "cosine", 64)
     full = _full_lists(pool, target, "cosine")

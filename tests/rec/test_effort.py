@@ -10,7 +10,7 @@ from tunesift.rec.effort import (
     TokenizedSample,
     shared_prefix_length,
     IGNORE_INDEX,
-    _linear_squared_norms,
+    linear_squared_norms,
     default_effort_parameters,
     effort_scores,
     length_batches,
@@ -131,7 +131,7 @@ def test_outer_and_gram_norms_equal_the_materialised_gradient(tokens, n_in, n_ou
     delta = torch.randn(3, tokens, n_out, generator=generator, dtype=torch.float64)
     exact = torch.stack([sum(torch.outer(delta[b, t], x[b, t]) for t in range(tokens)).pow(2).sum() for b in range(3)])
     for method in ("outer", "gram", "auto"):
-        torch.testing.assert_close(_linear_squared_norms(x, delta, method), exact)
+        torch.testing.assert_close(linear_squared_norms(x, delta, method), exact)
 
 
 def test_dropout_option_runs_in_train_mode_and_is_seeded(lm, data):

@@ -18,13 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "evaluate; finished runs are saved, so an interrupted bench resumes where it stopped.")
     bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCH")
     register_rec(bench_sub)
-    try:
-        gotd = importlib.import_module("tunesift.bench.gotd")
-    except ModuleNotFoundError as e:
-        if e.name != "tunesift.bench.gotd":
-            raise
-    else:
-        gotd.register(bench_sub)
+    importlib.import_module("tunesift.bench.gotd").register(bench_sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -32,8 +26,6 @@ def register_rec(bench_sub: argparse._SubParsersAction) -> None:
     from tunesift.bench.rec import DEFAULT_METHODS
     from tunesift.rec.backbone import REC_BACKBONES
     from tunesift.rec.cli import add_rec_flags
-
-    import tunesift.rec  # noqa: F401  (registers the backbones)
 
     scales: dict[str, list[str]] = {}
     for name in REC_BACKBONES:

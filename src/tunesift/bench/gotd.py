@@ -261,7 +261,6 @@ class GotdBenchConfig:
         return config
 
     def check(self) -> None:
-        import tunesift.pool  # noqa: F401  (registers the methods)
         from tunesift.registry import POOL_METHODS
 
         unknown = [m for m in self.methods if m != NO_PRETRAINING and m not in POOL_METHODS]

@@ -508,7 +508,6 @@ def _free_device_memory() -> None:
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
-    import tunesift.rec  # noqa: F401  (registers the methods)
     from tunesift.registry import REC_METHODS
 
     methods = [m.strip() for m in methods if m.strip()]

@@ -1,12 +1,11 @@
 """Executors: where per-example stages run (in this process, or on Ray actors).
 
-Importing this package registers every executor in ``tunesift.registry.EXECUTORS``; Ray itself is
-imported only when a Ray executor first runs a stage.
+The executors register in ``tunesift.registry.EXECUTORS`` (which imports their modules on first use);
+Ray itself is imported only when a Ray executor first runs a stage.
 """
 
 from __future__ import annotations
 
-from tunesift.executor import ray as _ray  # noqa: F401  (registration)
 from tunesift.executor.base import ChunkError, Executor, Stage
 from tunesift.executor.local import LocalExecutor
 from tunesift.registry import EXECUTORS

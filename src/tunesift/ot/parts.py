@@ -5,10 +5,12 @@ the f-update of each row needs only that row and the (M,) target potential g, an
 only the (M,) column sums of the plan, a sum over rows. So the rows can be split into contiguous parts
 that each keep their rows and their part of f; per iteration the driver sends g to every part, each
 part updates its f and returns its (M,) column sums (scaled, as ``row_sweep`` accumulates them), and the
-driver combines them and updates g. The parts are workers placed by an executor
-(:meth:`tunesift.executor.Executor.place`): here, one part in this process (:func:`tunesift.ot.sinkhorn`
-is that case), or one part per Ray actor, each reading its rows of a memory-mapped embedding file, so
-the pool is never gathered in one process.
+driver combines them and updates g. The solver takes any
+:class:`Parts` — an object whose ``call(method, *args)`` runs a method on every part and returns the
+results in order — and knows nothing of where they live: :class:`InProcess` holds them here
+(:func:`tunesift.ot.sinkhorn` is one such part), and the executor side
+(:func:`tunesift.executor.drivers.sinkhorn_on`) places one part per Ray actor, each reading its rows of a
+memory-mapped embedding file, so the pool is never gathered in one process.
 
 The parts compute the same sums as one sweep over all rows, grouped differently: the potentials agree
 to floating-point rounding (tested against the single-part solve).
@@ -17,13 +19,30 @@ to floating-point rounding (tested against the single-part solve).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from tunesift.ot.cost import BlockCost, HostRows
 from tunesift.ot.sweeps import RowSweep, column_lse_sweep, measure_sweep, row_sweep
+
+
+class Parts(Protocol):
+    """What a solver over parts needs: ``call(method, *args)`` runs ``part.method(*args)`` on every part
+    and returns the results in part order."""
+
+    def call(self, method: str, *args: Any) -> list[Any]: ...
+
+
+class InProcess:
+    """:class:`Parts` held in this process, called one after the other (nothing copied)."""
+
+    def __init__(self, parts: Sequence[Any]):
+        self.parts = list(parts)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(part, method)(*args) for part in self.parts]
 
 
 class RowPart:
@@ -173,16 +192,6 @@ def split_sources(x: np.ndarray, parts: int) -> list[tuple[int, int, str | None,
             for start, stop in split_rows(len(x), parts)]
 
 
-def parts_for(executor: Any, n: int) -> int:
-    """Parts a job over ``n`` rows is split into: the executor's parallelism (1 without one), at most n."""
-    return 1 if executor is None else max(1, min(executor.parallelism(), n))
-
-
-def worker_gpus(device: str) -> float:
-    """GPUs a placed worker asks for: one on a CUDA device, else none."""
-    return 1.0 if str(device).startswith("cuda") else 0.0
-
-
 def solver_points(x: np.ndarray, device: str):
     """``x`` as an OT solver takes it: a memory map stays on the host, read block by block
     (:class:`HostRows`); an array becomes a float32 tensor on ``device`` (a copy: inputs may be read-only)."""
@@ -200,48 +209,3 @@ def whole_npy_file(x: Any) -> str | None:
     except (OSError, ValueError):
         return None
     return str(x.filename) if full.shape == x.shape and full.dtype == x.dtype and x.flags.c_contiguous else None
-
-
-def sinkhorn_on(executor: Any, x: np.ndarray, y: np.ndarray, *, epsilon: float = 0.1, relative_epsilon: bool = False,
-                momentum: float = 1.0, threshold: float = 1e-3, max_iter: int = 1000, block_size: int = 2048,
-                cost_memory_budget: int = 0, device: str = "cpu", progress: bool = False, warn: bool = True):
-    """:func:`tunesift.ot.sinkhorn` of the (N, d) pool ``x`` against ``y`` (uniform masses), its rows split
-    over the executor's workers (:meth:`~tunesift.executor.Executor.parallelism` parts; one part: the
-    solve runs here, exactly as :func:`~tunesift.ot.sinkhorn`).
-
-    A memory-mapped ``.npy`` (the embedding cache) is read by each worker from the file, its own rows
-    only; an in-memory array is sent to the workers part by part.
-    """
-    from tunesift.ot.problem import check_positive
-    from tunesift.ot.sinkhorn import sinkhorn, sinkhorn_parts
-
-    parts = parts_for(executor, x.shape[0])
-    if parts == 1:
-        yt = torch.from_numpy(np.array(y, dtype=np.float32)).to(device)
-        return sinkhorn(solver_points(x, device), yt, epsilon=epsilon, relative_epsilon=relative_epsilon,
-                        momentum=momentum, threshold=threshold, max_iter=max_iter, block_size=block_size,
-                        cost_memory_budget=cost_memory_budget, progress=progress, warn=warn)
-    check_positive(epsilon, "epsilon")
-    check_positive(block_size, "block_size", integer=True)
-    y32 = np.ascontiguousarray(y, dtype=np.float32)
-    if y32.ndim != 2 or y32.shape[1] != x.shape[1] or not np.isfinite(y32).all():
-        raise ValueError(f"y must be finite (M, {x.shape[1]}) points, got shape {y32.shape}")
-    n = x.shape[0]
-    factories = [RowPartFactory(start, stop, n, y32, path=path, array=rows, device=device,
-                                block_size=int(min(block_size, stop - start)),
-                                cost_memory_budget=cost_memory_budget // parts)
-                 for start, stop, path, rows in split_sources(x, parts)]
-    with executor.place("sinkhorn", factories, gpus=worker_gpus(device)) as placed:
-        eps = float(epsilon)
-        if relative_epsilon:
-            moments = placed.call("moments")
-            x_sq = sum(m[0] for m in moments) / n
-            x_mean = sum(m[1] for m in moments) / n
-            y64 = y32.astype(np.float64)
-            scale = x_sq + float((y64 * y64).sum(1).mean()) - 2.0 * float(x_mean @ y64.mean(0))
-            if not scale > 0:
-                raise ValueError("relative_epsilon needs a positive mean cost, but x and y coincide (mean cost 0)")
-            eps *= scale
-        b = torch.full((y32.shape[0],), 1.0 / y32.shape[0], dtype=torch.float32)
-        return sinkhorn_parts(placed, b / b.sum(), eps, n, momentum=momentum, threshold=threshold,
-                              max_iter=max_iter, progress=progress, warn=warn)

@@ -24,10 +24,8 @@ from typing import Any
 
 import torch
 
-from tunesift.executor.base import Placed
-from tunesift.executor.local import LocalPlaced
 from tunesift.ot.cost import BlockCost
-from tunesift.ot.parts import RowPart, combine_lse, combine_sweeps
+from tunesift.ot.parts import InProcess, Parts, RowPart, combine_lse, combine_sweeps
 from tunesift.ot.problem import Problem, check_positive, make_problem
 from tunesift.ot.result import OTResult
 from tunesift.ot.sweeps import measure_sweep
@@ -107,12 +105,12 @@ def sinkhorn(x: Any, y: Any, a: Any = None, b: Any = None, *, epsilon: float = 0
     check_positive(block_size, "block_size", integer=True)
     check_positive(cost_memory_budget, "cost_memory_budget", integer=True, allow_zero=True)
     part = RowPart(problem.x, problem.y, problem.a, int(block_size), int(cost_memory_budget))
-    return sinkhorn_parts(LocalPlaced([part]), problem.b, problem.epsilon, problem.x.shape[0], momentum=momentum,
+    return sinkhorn_parts(InProcess([part]), problem.b, problem.epsilon, problem.x.shape[0], momentum=momentum,
                           threshold=threshold, max_iter=max_iter, check_every=check_every, warn=warn,
                           progress=progress)
 
 
-def sinkhorn_parts(parts: Placed, b: torch.Tensor, epsilon: float, n: int, *, momentum: float = 1.0,
+def sinkhorn_parts(parts: Parts, b: torch.Tensor, epsilon: float, n: int, *, momentum: float = 1.0,
                    threshold: float = 1e-3, max_iter: int = 1000, check_every: int = 1, warn: bool = True,
                    progress: bool = False) -> OTResult:
     """Log-domain Sinkhorn whose first cloud is split over ``parts`` (:mod:`tunesift.ot.parts`).

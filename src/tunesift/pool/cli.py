@@ -15,7 +15,6 @@ log = logging.getLogger("tunesift")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    import tunesift.pool  # noqa: F401  (registers the methods)
     from tunesift.embed import DEFAULT_CHUNK_ROWS, DEFAULT_EMBED_BACKEND, EMBED_BACKEND_HELP, EMBED_BACKENDS
     from tunesift.registry import POOL_METHODS
 

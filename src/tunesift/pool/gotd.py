@@ -106,7 +106,8 @@ class GOTD(PoolMethod):
         import torch
 
         from tunesift.ot import solve_semidual
-        from tunesift.ot.parts import sinkhorn_on, solver_points
+        from tunesift.executor.drivers import sinkhorn_on
+        from tunesift.ot.parts import solver_points
 
         kw = dict(epsilon=self.epsilon, relative_epsilon=self.relative_epsilon, threshold=self.threshold,
                   max_iter=self.max_iter, block_size=self.block_size)

@@ -24,7 +24,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tunesift.pool.knn import SAMPLE_STRIDE, NeighbourLists, _neighbour_lists, _search, list_thresholds, prepare
+from tunesift.pool.neighbours import (SAMPLE_STRIDE, NeighbourLists, list_thresholds, neighbour_lists_blocks, prepare,
+                                      search_blocks)
 
 
 class LocalIndex:
@@ -35,10 +36,10 @@ class LocalIndex:
         self.n = pool.shape[0]
 
     def lists(self, queries: "torch.Tensor", k: int, with_nearest_target: bool = True) -> NeighbourLists:
-        return _neighbour_lists(self.pool, queries, k, self.metric, self.block_size, with_nearest_target)
+        return neighbour_lists_blocks(self.pool, queries, k, self.metric, self.block_size, with_nearest_target)
 
     def exact(self, queries: "torch.Tensor", k: int) -> list[np.ndarray]:
-        found = _search(self.pool, queries, k, self.metric, self.block_size, with_nearest_target=False)
+        found = search_blocks(self.pool, queries, k, self.metric, self.block_size, with_nearest_target=False)
         return list(found.indices.cpu().numpy())
 
 
@@ -55,20 +56,20 @@ class KnnPart:
         sample = self.rows[first::SAMPLE_STRIDE]
         if sample.shape[0] == 0:
             return np.zeros((queries.shape[0], 0), dtype=np.float32)
-        found = _search(sample, queries.to(self.rows.device), j, self.metric, self.block_size,
+        found = search_blocks(sample, queries.to(self.rows.device), j, self.metric, self.block_size,
                         with_nearest_target=False)
         return found.similarities.cpu().numpy()
 
     def above(self, queries: "torch.Tensor", k: int, threshold: "torch.Tensor",
               with_nearest_target: bool) -> NeighbourLists:
         """This part's lists (global rows) at ``threshold``, and the nearest target of each of its rows."""
-        lists = _neighbour_lists(self.rows, queries.to(self.rows.device), k, self.metric, self.block_size,
+        lists = neighbour_lists_blocks(self.rows, queries.to(self.rows.device), k, self.metric, self.block_size,
                                  with_nearest_target, threshold=threshold.to(self.rows.device), n_total=self.n_total)
         lists.indices += self.offset
         return lists
 
     def exact(self, queries: "torch.Tensor", k: int) -> tuple[np.ndarray, np.ndarray]:
-        found = _search(self.rows, queries.to(self.rows.device), k, self.metric, self.block_size,
+        found = search_blocks(self.rows, queries.to(self.rows.device), k, self.metric, self.block_size,
                         with_nearest_target=False)
         return found.similarities.cpu().numpy(), found.indices.cpu().numpy() + self.offset
 
@@ -173,7 +174,8 @@ def knn_index(pool: np.ndarray, metric: str, block_size: int, device: str, execu
 
     import torch
 
-    from tunesift.ot.parts import parts_for, split_rows, split_sources, whole_npy_file, worker_gpus
+    from tunesift.executor.drivers import parts_for, worker_gpus
+    from tunesift.ot.parts import split_rows, split_sources, whole_npy_file
 
     n = pool.shape[0]
     parts = parts_for(executor, n)

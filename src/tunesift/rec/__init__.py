@@ -1,14 +1,11 @@
 """DEALRec (Lin et al., SIGIR 2024) and its baselines: pick the users whose samples to fine-tune an LLM
 recommender on.
 
-Importing this package registers every method in ``tunesift.registry.REC_METHODS`` and every backbone
-in ``tunesift.rec.backbone.REC_BACKBONES`` (``bigrec``, ``tiger``). The entry point is
+The methods register in ``tunesift.registry.REC_METHODS`` and the backbones (``bigrec``, ``tiger``) in
+``tunesift.registry.REC_BACKBONES``; each registry imports its modules on first use. The entry point is
 :func:`select_samples`; the pieces (data loaders, stages, backbones, selection) are usable on their own.
 """
 
-from tunesift.rec import bigrec as _bigrec  # noqa: F401  (registration)
-from tunesift.rec import methods as _methods  # noqa: F401  (registration)
-from tunesift.rec import tiger as _tiger  # noqa: F401  (registration)
 from tunesift.rec.backbone import REC_BACKBONES, Backbone, RecScale, Recommendations
 from tunesift.rec.data import RecData, load_rec_data
 from tunesift.rec.methods import RecMethod, RecRanking

@@ -24,10 +24,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from tunesift.registry import Registry
-
-# Backbones (LLM-based recommenders DEALRec selects for): tunesift.rec.bigrec, tunesift.rec.tiger
-REC_BACKBONES: Registry = Registry("backbone")
+from tunesift.registry import REC_BACKBONES
 
 # chunked(n, chunk, factory) -> (n,) values: ``factory()`` builds the worker ``slice -> values`` where the
 # chunks run (here, or once per Ray actor: then it is pickled, with what it refers to); each chunk is
@@ -166,7 +163,5 @@ class Backbone:
 
 
 def get_backbone(name: str) -> type:
-    """The registered backbone class (importing the backbone packages registers them)."""
-    import tunesift.rec  # noqa: F401  (registers the backbones)
-
+    """The registered backbone class."""
     return REC_BACKBONES.get(name)

@@ -30,7 +30,6 @@ def add_split_argument(p: argparse.ArgumentParser) -> None:
 def add_rec_flags(p: argparse.ArgumentParser, bench: bool, methods: bool = True):
     """The method (when ``methods``), stage and backbone flags of a rec command; returns their FlagTable.
     ``bench``: include the backbones' training and evaluation settings."""
-    import tunesift.rec  # noqa: F401  (registers the methods and backbones)
     from tunesift.rec.backbone import REC_BACKBONES
     from tunesift.rec.pipeline import STAGE_SETTINGS
     from tunesift.registry import REC_METHODS, Method

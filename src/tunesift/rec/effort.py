@@ -204,7 +204,7 @@ def _loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
     return token_loss.sum(1), (targets != IGNORE_INDEX).sum(1)
 
 
-def _linear_squared_norms(x: torch.Tensor, delta: torch.Tensor, method: str = "auto") -> torch.Tensor:
+def linear_squared_norms(x: torch.Tensor, delta: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """(B,) squared Frobenius norms of ``Σ_t δ_t x_tᵀ`` per sample.
 
     Args:
@@ -222,7 +222,7 @@ def _linear_squared_norms(x: torch.Tensor, delta: torch.Tensor, method: str = "a
     raise ValueError(f"`method` must be 'auto', 'outer' or 'gram', got {method!r}")
 
 
-class _LinearCapture:
+class LinearCapture:
     """Forward hooks that keep each hooked ``nn.Linear``'s inputs and outputs (every call)."""
 
     def __init__(self, modules: dict[str, nn.Linear]):
@@ -242,7 +242,7 @@ class _LinearCapture:
             handle.remove()
 
 
-def _split_parameters(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, nn.Linear], dict[str, set[str]], list[str]]:
+def split_linear_parameters(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, nn.Linear], dict[str, set[str]], list[str]]:
     """Selected parameters as ``nn.Linear`` modules (with which of weight/bias) and the rest (names)."""
     named = dict(model.named_parameters())
     missing = [name for name in names if name not in named]
@@ -262,7 +262,7 @@ def _split_parameters(model: nn.Module, names: Sequence[str]) -> tuple[dict[str,
     return linear, parts, other
 
 
-class _OnlySelectedTrainable:
+class OnlySelectedTrainable:
     """Context: only the selected parameters require gradients (so backward stops at the earliest)."""
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
@@ -297,7 +297,7 @@ def _squared_norms(parts: dict[str, set[str]], pairs: dict[str, list[tuple[torch
         delta = torch.cat([p[1] for p in module_pairs], dim=1)
         squared = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
         if "weight" in parts[module_name]:
-            squared = squared + _linear_squared_norms(x, delta, norm_method)
+            squared = squared + linear_squared_norms(x, delta, norm_method)
         if "bias" in parts[module_name]:
             squared = squared + delta.sum(1).pow(2).sum(-1)
         total = squared if total is None else total + squared
@@ -316,16 +316,16 @@ def per_sample_grad_norms(
         model: a causal LM returning ``.logits`` (B, T, V); its mode (train/eval: dropout) is left as is.
         batch: ``input_ids``, ``attention_mask``, ``labels``, ``position_ids``, each (B, T) (``pad_batch``).
         parameter_names: names from ``model.named_parameters()``.
-        norm_method: how ``nn.Linear`` norms are formed (see ``_linear_squared_norms``).
+        norm_method: how ``nn.Linear`` norms are formed (see ``linear_squared_norms``).
     """
-    linear, parts, other = _split_parameters(model, parameter_names)
+    linear, parts, other = split_linear_parameters(model, parameter_names)
     named = dict(model.named_parameters())
     mask = batch["attention_mask"].bool()
     batch_size = mask.shape[0]
     capture = None
-    with _OnlySelectedTrainable(model, parameter_names):
+    with OnlySelectedTrainable(model, parameter_names):
         try:
-            capture = _LinearCapture(linear)
+            capture = LinearCapture(linear)
             outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             position_ids=batch["position_ids"], use_cache=False)
         finally:
@@ -391,7 +391,7 @@ def shared_prefix_supported(model: nn.Module, parameter_names: Sequence[str]) ->
     n_layers = getattr(config, "num_hidden_layers", None)
     if n_layers is None:
         return "the model's config has no num_hidden_layers"
-    linear, _, other = _split_parameters(model, parameter_names)
+    linear, _, other = split_linear_parameters(model, parameter_names)
     if other:
         return f"{other[0]} is not an nn.Linear weight or bias"
     layers = []
@@ -418,7 +418,7 @@ class _PrefixPass:
         ids = torch.tensor([sample.input_ids[:length]], device=device)
         labels = torch.tensor([sample.labels[: length + 1]], device=device)
         labels[0, 0] = IGNORE_INDEX
-        capture = _LinearCapture(linear)
+        capture = LinearCapture(linear)
         try:
             outputs = model(input_ids=ids, position_ids=torch.arange(length, device=device)[None], use_cache=True)
         finally:
@@ -491,7 +491,7 @@ def per_sample_grad_norms_shared_prefix(
     layers on the sample's own tokens, and its pull on the cached prefix keys/values, taken back through
     the prefix pass for all samples at once (a vmapped backward, ``is_grads_batched``).
     """
-    linear, parts, other = _split_parameters(model, parameter_names)
+    linear, parts, other = split_linear_parameters(model, parameter_names)
     if other:
         raise ValueError(f"the shared-prefix path needs nn.Linear parameters; {other[0]} is not")
     mask = batch["attention_mask"].bool()
@@ -500,7 +500,7 @@ def per_sample_grad_norms_shared_prefix(
     cache, leaves = prefix.cache_for(batch_size)
     attention_mask = torch.cat([torch.ones(batch_size, prefix.length, dtype=batch["attention_mask"].dtype,
                                            device=device), batch["attention_mask"]], dim=1)
-    capture = _LinearCapture(linear)
+    capture = LinearCapture(linear)
     try:
         outputs = model(input_ids=batch["input_ids"], attention_mask=attention_mask,
                         position_ids=batch["position_ids"] + prefix.length, use_cache=True,
@@ -625,9 +625,9 @@ def effort_scores(
         with torch.random.fork_rng(devices=[run_device] if run_device.type == "cuda" else []):
             torch.manual_seed(seed)
             if use_prefix:
-                linear, _, _ = _split_parameters(model, names)
+                linear, _, _ = split_linear_parameters(model, names)
                 first_layer = _first_layer(names)
-                with _OnlySelectedTrainable(model, names):
+                with OnlySelectedTrainable(model, names):
                     prefix = _PrefixPass(model, samples[0], prefix_length, linear, first_layer, run_device)
                 rest = [TokenizedSample(s.input_ids[prefix_length:], s.labels[prefix_length:]) for s in samples]
             run = rest if use_prefix else samples
@@ -635,7 +635,7 @@ def effort_scores(
                 index = order[index]
                 if use_prefix:
                     batch = pad_batch([rest[i] for i in index], pad_id, "right", run_device)
-                    with _OnlySelectedTrainable(model, names):
+                    with OnlySelectedTrainable(model, names):
                         norms = per_sample_grad_norms_shared_prefix(model, prefix, batch, names)
                 else:
                     batch = pad_batch([samples[i] for i in index], pad_id, side, run_device)

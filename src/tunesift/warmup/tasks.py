@@ -385,7 +385,7 @@ def load_task(spec: str | os.PathLike, data_root: str | os.PathLike | None = Non
         metric: overrides the task's metric (a name in ``tunesift.warmup.classify.METRICS``).
         seed: seed of the synthetic task (ignored otherwise).
     """
-    from tunesift.warmup.classify import METRICS
+    from tunesift.warmup.metrics import METRICS
 
     if metric is not None and metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")

@@ -402,7 +402,7 @@ def classify(lm: Any, texts: Sequence[str], labels: Sequence[int] | np.ndarray, 
         texts: (n,) texts; labels: (n,) their label ids in ``[0, K)``, K = ``len(prompt.verbalizers)``.
         metric: the task's metric (a name in ``tunesift.warmup.classify.METRICS``) for ``score``.
     """
-    from tunesift.warmup.classify import METRICS, accuracy, macro_f1, score
+    from tunesift.warmup.metrics import METRICS, accuracy, macro_f1, score
 
     if getattr(lm, "objective", "causal") != "causal":
         raise ValueError(f"zero-shot classification needs a causal LM, got a model loaded for {lm.objective!r}")

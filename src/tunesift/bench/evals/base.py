@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from tunesift.registry import Registry
+from tunesift.registry import WARMUP_EVALS
 
 if TYPE_CHECKING:
     from tunesift.bench.gotd import GotdBench, GotdBenchConfig
 
-# The evaluations of the warm-up bench: tunesift.bench.evals.finetune, .zeroshot
-WARMUP_EVALS: Registry = Registry("warm-up evaluation")
 DEFAULT_EVAL = "finetune"
 
 
@@ -77,12 +75,8 @@ class WarmupEval:
 
 
 def evaluation(name: str) -> type[WarmupEval]:
-    import tunesift.bench.evals  # noqa: F401  (registers the evaluations)
-
     return WARMUP_EVALS.get(name)
 
 
 def evaluation_names() -> list[str]:
-    import tunesift.bench.evals  # noqa: F401
-
     return WARMUP_EVALS.names()

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from tunesift.rec.effort import _linear_squared_norms, _LinearCapture, _OnlySelectedTrainable, _split_parameters
+from tunesift.rec.effort import linear_squared_norms, LinearCapture, OnlySelectedTrainable, split_linear_parameters
 from tunesift.rec.tiger.model import Pairs, decoder_inputs, pad_batch
 
 
@@ -101,7 +101,7 @@ def linear_effort(model: torch.nn.Module, pairs: Pairs, item_tokens: np.ndarray,
     forward runs under ``precision`` (bfloat16 autocast or float32), the norms in float32."""
     from tunesift.rec.tiger.train import autocast
 
-    linear, parts, other = _split_parameters(model, names)
+    linear, parts, other = split_linear_parameters(model, names)
     if other or any("bias" in p for p in parts.values()):
         raise ValueError(f"the hook path takes nn.Linear weights only, got {other or names}")
     device = next(model.parameters()).device
@@ -110,12 +110,12 @@ def linear_effort(model: torch.nn.Module, pairs: Pairs, item_tokens: np.ndarray,
     was_training = model.training
     model.eval()
     try:
-        with _OnlySelectedTrainable(model, names):
+        with OnlySelectedTrainable(model, names):
             for group in user_chunks(by_user.counts, max_pairs):
                 index = by_user.rows(group)  # the group's users' samples, user by user
                 ids, mask, labels = (x.to(device) for x in pad_batch(pairs, index, item_tokens))
                 owner = torch.as_tensor(pairs.owner[index], device=device)
-                capture = _LinearCapture(linear)
+                capture = LinearCapture(linear)
                 try:
                     with autocast(precision, device):
                         out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_inputs(labels))
@@ -134,7 +134,7 @@ def linear_effort(model: torch.nn.Module, pairs: Pairs, item_tokens: np.ndarray,
                         k += 1
                         xs = _per_user_rows(x.float(), owner)
                         ds = _per_user_rows(delta.float(), owner)
-                        part = _linear_squared_norms(xs, ds)
+                        part = linear_squared_norms(xs, ds)
                         total = part if total is None else total + part
                 squared[group] = total.double().cpu().numpy()
                 if progress is not None:
@@ -214,7 +214,7 @@ def effort_scores(model: torch.nn.Module, pairs: Pairs, item_tokens: np.ndarray,
         eager_model: builds the same model with eager attention, for the vmap path.
     """
     names = select_parameters(model, parameters)
-    _, parts, other = _split_parameters(model, names)
+    _, parts, other = split_linear_parameters(model, names)
     if not other and not any("bias" in p for p in parts.values()):
         return linear_effort(model, pairs, item_tokens, n_users, names, max_pairs, precision, progress), names, "hooks"
     eager = eager_model() if eager_model is not None else model
