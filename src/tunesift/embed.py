@@ -5,7 +5,10 @@ Three are provided: the packaged all-MiniLM-L6-v2 (offline, the default), any lo
 encoder (attention-masked mean pooling), and precomputed ``.npy`` arrays aligned with the rows.
 Embeddings are cached keyed by the model and the exact texts, so a crashed or repeated run does not
 embed again. Large inputs are embedded in chunks, each saved when done, so a killed run resumes at the
-first unfinished chunk; the finished matrix is a ``.npy`` that readers open memory-mapped. The chunks
+first unfinished chunk; within a chunk, the packaged or local encoder saves the batches done so far about
+once a minute (:data:`CHECKPOINT_SECONDS`), so a kill loses about a minute of work, not a chunk, and the
+resumed chunk runs the very batches an uninterrupted one would (the same bytes). The finished matrix is a
+``.npy`` that readers open memory-mapped. The chunks
 run on an executor (:mod:`tunesift.executor`: here by default, or on Ray actors that each load the
 model once); each is saved as it comes back, in order, wherever it ran.
 
@@ -22,6 +25,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
@@ -175,7 +179,15 @@ class HFEncoderEmbedder:
             self._torch = torch
         return self._model
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], checkpoint: str | os.PathLike | None = None,
+              every_s: float | None = None) -> np.ndarray:
+        """(n, d) float32 embeddings of ``texts``.
+
+        ``checkpoint``: a file where the batches done so far are saved about every ``every_s`` seconds
+        (default :data:`CHECKPOINT_SECONDS`) and, when it is there, read back to resume after the last
+        saved batch; removed when all are done. Batches are cut from the texts alone (sorted by length),
+        so a resumed call computes exactly the batches, and the bytes, of an uninterrupted one.
+        """
         from tqdm.auto import tqdm
 
         model = self._load()
@@ -183,7 +195,10 @@ class HFEncoderEmbedder:
         # Sort by length so each batch pads little; restore the order at the end.
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
-        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not self.progress)
+        every_s = checkpoint_seconds() if every_s is None else every_s
+        done = _read_checkpoint(checkpoint, len(texts), self.batch_size, out, order) if checkpoint else 0
+        last_save = time.monotonic()
+        bar = tqdm(total=len(texts), initial=done, desc="embedding", unit="text", disable=not self.progress)
         if self.backend == "torch-bf16":
             autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
         else:
@@ -191,7 +206,7 @@ class HFEncoderEmbedder:
 
             autocast = contextlib.nullcontext()
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(done, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = self._tok([texts[i] for i in idx], padding=True, truncation=True,
                                   max_length=self.max_length, return_tensors="pt").to(self.device)
@@ -204,8 +219,49 @@ class HFEncoderEmbedder:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
                 out[idx] = emb.float().cpu().numpy()
                 bar.update(len(idx))
+                done = start + len(idx)
+                if checkpoint and done < len(texts) and time.monotonic() - last_save >= every_s:
+                    _write_checkpoint(checkpoint, len(texts), self.batch_size, out, order, done)
+                    last_save = time.monotonic()
         bar.close()
+        if checkpoint:
+            Path(checkpoint).unlink(missing_ok=True)
         return out
+
+
+# seconds of embedding between two saves of the batches done so far ($TUNESIFT_EMBED_CHECKPOINT_S overrides)
+CHECKPOINT_SECONDS = 60.0
+
+
+def checkpoint_seconds() -> float:
+    value = os.environ.get("TUNESIFT_EMBED_CHECKPOINT_S")
+    return CHECKPOINT_SECONDS if not value else float(value)
+
+
+def _write_checkpoint(path: str | os.PathLike, n: int, batch_size: int, out: np.ndarray, order: np.ndarray,
+                      done: int) -> None:
+    """Save the first ``done`` texts (in the length-sorted order) of a chunk, atomically."""
+    with atomic_write(path, "wb") as f:
+        np.savez(f, n=n, batch_size=batch_size, done=done, rows=out[order[:done]])
+    log.info("embeddings: %d of %d texts of the chunk saved (%s)", done, n, Path(path).name)
+    fault_point("embedding checkpoint")
+
+
+def _read_checkpoint(path: str | os.PathLike, n: int, batch_size: int, out: np.ndarray, order: np.ndarray) -> int:
+    """Fill ``out`` from a checkpoint of this chunk; the texts done (0: none, or a checkpoint of other batches)."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if int(z["n"]) != n or int(z["batch_size"]) != batch_size or z["rows"].shape[1:] != out.shape[1:]:
+                return 0
+            done = int(z["done"])
+            out[order[:done]] = z["rows"]
+    except (OSError, ValueError, KeyError):
+        return 0  # a damaged file: embed the chunk from its start
+    log.info("embeddings: %d of %d texts of the chunk already saved (%s); resuming there", done, n, p.name)
+    return done
 
 
 def load_precomputed(path: str | os.PathLike, n_rows: int, what: str) -> np.ndarray:
@@ -268,18 +324,30 @@ class EmbedWorker:
     """
 
     embedder: Embedder
+    checkpoints: str | None = None  # a folder for the chunks' checkpoints (an HFEncoderEmbedder's), or none
 
     def __call__(self) -> Callable[[Sequence[str]], np.ndarray]:
-        return self.embedder.embed
+        if self.checkpoints is None or not isinstance(self.embedder, HFEncoderEmbedder):
+            return self.embedder.embed
+        folder, embedder = Path(self.checkpoints), self.embedder
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            # named by the chunk's own texts: where it runs, a worker finds the checkpoint of its chunk
+            return embedder.embed(texts, checkpoint=folder / f"{texts_key(embedder.model_id, texts)}.partial.npz")
+
+        return embed
 
 
-def embedding_stage(embedder: Embedder) -> "Stage":
-    """The per-chunk stage ``texts -> (n, d)`` of ``embedder``; a GPU per worker when it runs on CUDA."""
+def embedding_stage(embedder: Embedder, checkpoints: str | os.PathLike | None = None) -> "Stage":
+    """The per-chunk stage ``texts -> (n, d)`` of ``embedder``; a GPU per worker when it runs on CUDA.
+    ``checkpoints``: a folder where each chunk's batches done so far are saved about once a minute."""
     from tunesift.executor import Stage
 
     device = str(getattr(embedder, "device", "cpu"))
-    return Stage(name=f"embedding ({embedder.model_id})", key=f"embed:{embedder.model_id}:{id(embedder)}",
-                 factory=EmbedWorker(embedder), gpus=1.0 if device.startswith("cuda") else 0.0)
+    folder = None if checkpoints is None else str(checkpoints)
+    return Stage(name=f"embedding ({embedder.model_id})",
+                 key=f"embed:{embedder.model_id}:{id(embedder)}" + ("" if folder is None else f":{folder}"),
+                 factory=EmbedWorker(embedder, folder), gpus=1.0 if device.startswith("cuda") else 0.0)
 
 
 def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.PathLike | None = None,
@@ -292,7 +360,9 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.P
     never whole in memory) and removed. With a cache the result is that file opened memory-mapped
     (read-only); without one, an in-memory array (embedded in the same chunks, so with and without a
     cache the same chunks reach the embedder). The chunks run on ``executor``; results are the
-    same wherever they run.
+    same wherever they run. Within a chunk an :class:`HFEncoderEmbedder` saves the batches done so far
+    in ``partial/`` about once a minute (:data:`CHECKPOINT_SECONDS`), so a kill loses about a minute of
+    work: the resumed chunk computes the remaining batches exactly as an uninterrupted run would.
 
     Args:
         embedder: ``model_id`` and ``embed(texts) -> (n, d)``.
@@ -310,15 +380,16 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.P
         from tunesift.executor import LocalExecutor
 
         executor = LocalExecutor()
-    stage = embedding_stage(embedder)
     n = len(texts)
     if cache_dir is None:
+        stage = embedding_stage(embedder)
         count = max(-(-n // chunk_rows), 1)
         parts = [np.asarray(part, dtype=np.float32) for _, part in
                  executor.map(stage, ((k, texts[k * chunk_rows:(k + 1) * chunk_rows]) for k in range(count)))]
         return parts[0] if count == 1 else np.concatenate(parts)
     key = texts_key(embedder.model_id, texts)
     path = Path(cache_dir) / "embeddings" / f"{key}.npy"
+    stage = embedding_stage(embedder, path.parent / "partial")
     if path.exists():
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
         if arr.shape[0] == n:
@@ -330,6 +401,10 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: str | os.P
             np.save(f, np.asarray(arr, dtype=np.float32))
     else:
         _embed_in_chunks(stage, executor, texts, path, chunk_rows)
+    try:
+        (path.parent / "partial").rmdir()  # when empty: no other run has a chunk under way
+    except OSError:
+        pass
     fault_point("embeddings")
     return np.load(path, allow_pickle=False, mmap_mode="r")
 
